@@ -1,0 +1,123 @@
+"""`k2` command line: one subcommand per job (litgpt style).
+
+    k2 run                     whole pipeline (DVC decides what is stale), then a checkpoint table
+    k2 stage NAME              one stage as a Prefect flow (what dvc.yaml's commands call)
+    k2 export-hf CKPT DIR      a checkpoint folder -> a transformers-loadable folder
+    k2 plan CONFIG             parameter counts of a preset (tiny, small, kimi-k2) or config.json
+    k2 ui                      Prefect and MLflow UIs over this project's runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from flows import layout
+
+
+def _stage(args: argparse.Namespace) -> int:
+    if args.name not in layout.STAGES:
+        print(f"k2 stage: unknown stage {args.name!r}; stages: {', '.join(layout.STAGES)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"flows.{args.name}")
+    getattr(module, f"{args.name}_flow")()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.pipeline import pipeline
+    from flows.servers import prefect_server
+
+    root = Path(args.root).resolve()
+    os.chdir(root)
+    with prefect_server(root):
+        pipeline(root=str(root), force=args.force)
+    print(
+        "\nBrowse the runs: `.venv/bin/k2 ui` starts the Prefect UI (flow runs of every stage) and the MLflow UI "
+        "(experiment 'k2': the pipeline run, one child run per stage, registered models k2-pretrain/-sft/-rl)."
+    )
+    return 0
+
+
+def _export_hf(args: argparse.Namespace) -> int:
+    from k2core.model import K2ForCausalLM
+
+    source = Path(args.checkpoint)
+    if not (source / "config.json").exists():
+        print(f"k2 export-hf: {source} has no config.json; pass a published checkpoint such as checkpoints/sft",
+              file=sys.stderr)
+        return 2
+    model = K2ForCausalLM.from_pretrained(source)
+    model.save_pretrained(args.dir)
+    tokenizer_files = [p for p in source.iterdir() if p.name.startswith(("tokenizer", "special_tokens"))]
+    for file in tokenizer_files:
+        (Path(args.dir) / file.name).write_bytes(file.read_bytes())
+    print(f"wrote {args.dir}: load it with transformers.AutoModelForCausalLM.from_pretrained({args.dir!r})")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from k2core.model import K2Config
+    from k2core.model.plan import format_plan
+
+    source = Path(args.config)
+    config = K2Config.model_validate_json(source.read_text()) if source.suffix == ".json" else K2Config.preset(args.config)
+    print(format_plan(config))
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import time
+
+    from flows.servers import mlflow_server, prefect_server
+
+    root = Path(args.root).resolve()
+    os.environ.pop("PREFECT_API_URL", None)
+    with prefect_server(root, ui=True) as api, mlflow_server(root) as mlflow_url:
+        print(f"Prefect UI: {api.removesuffix('/api')}\nMLflow UI:  {mlflow_url}\nCtrl-C stops both.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="k2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole pipeline")
+    run.add_argument("--root", default=".")
+    run.add_argument("--force", action="store_true", help="rerun every stage even if DVC finds it up to date")
+    run.set_defaults(handler=_run)
+    stage = sub.add_parser("stage", help="run one stage")
+    stage.add_argument("name")
+    stage.set_defaults(handler=_stage)
+    export = sub.add_parser("export-hf", help="export a checkpoint for transformers")
+    export.add_argument("checkpoint")
+    export.add_argument("dir")
+    export.set_defaults(handler=_export_hf)
+    plan = sub.add_parser("plan", help="count parameters of a model config without building it")
+    plan.add_argument("config")
+    plan.set_defaults(handler=_plan)
+    ui = sub.add_parser("ui", help="start the Prefect and MLflow UIs")
+    ui.add_argument("--root", default=".")
+    ui.set_defaults(handler=_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from k2core.config import ConfigError
+
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"k2: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

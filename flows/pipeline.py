@@ -1,0 +1,72 @@
+"""The whole K2 pipeline as one Prefect flow; DVC decides which stages are stale.
+
+Each stage is a task here (`dvc repro` of that stage alone, in order) and, when
+DVC finds it stale, a flow run of its own in the stage process, nested under
+this pipeline's MLflow parent run through `MLFLOW_PARENT_RUN_ID`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows import layout
+from flows.provenance import git_commit, prefect_tags
+from k2core.config import load_params
+from k2core.storage import read_json
+from k2core.tracking.mlflow_tracker import PARENT_ENV, open_run
+from tasks.dvc_stage import reproduce
+
+
+def checkpoint_summary(root: Path) -> list[dict[str, Any]]:
+    """One row per published checkpoint: its benchmark scores and the MLflow run that trained it."""
+    bench_path = root / layout.metrics_path("bench")
+    bench = read_json(bench_path) if bench_path.exists() else {}
+    rows = []
+    for stage in layout.CHECKPOINT_STAGES:
+        run_file = root / layout.checkpoint_dir(stage) / "k2_run.json"
+        scores = bench.get(stage, {})
+        rows.append(
+            {
+                "checkpoint": stage,
+                "mlflow_run_id": read_json(run_file)["mlflow_run_id"] if run_file.exists() else "-",
+                **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table (every row gets every column seen in any row)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    cells = [[f"{row.get(c, '-'):.4g}" if isinstance(row.get(c), float) else str(row.get(c, "-")) for c in columns]
+             for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(root: str = ".", force: bool = False) -> list[dict[str, Any]]:
+    """Reproduce every stage in order and return the checkpoint summary."""
+    root_path = Path(root).resolve()
+    params = load_params(root_path / "params.yaml")
+    params.validate_all()  # fail on a bad params.yaml before any stage starts
+    tags = {"k2.stage": "pipeline", "k2.profile": params.profile, "git.commit": git_commit(root_path), **prefect_tags()}
+    with open_run("pipeline", tags, root_path) as tracker:
+        os.environ[PARENT_ENV] = tracker.run_id
+        try:
+            ran = {stage: reproduce(stage, root_path, force) for stage in layout.STAGES}
+        finally:
+            os.environ.pop(PARENT_ENV, None)
+        tracker.log_dict({"stages_run": ran}, "pipeline/stages_run.json")
+        tracker.log_artifact(root_path / "dvc.lock", "provenance")
+        rows = checkpoint_summary(root_path)
+        tracker.log_dict({"checkpoints": rows}, "pipeline/summary.json")
+    print("\n" + format_table(rows))
+    return rows

@@ -1,0 +1,73 @@
+"""What every stage does once: config, tracking run, tags, metrics file.
+
+Each stage flow hands `run_stage` a body that receives its validated configs and
+a tracker and returns its metrics; nothing here is repeated per stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from flows.layout import STAGE_SECTIONS, metrics_path
+from flows.provenance import git_commit, prefect_tags
+from k2core.config import load_params
+from k2core.storage import write_json
+from k2core.tracking import Tracker
+from k2core.tracking.mlflow_tracker import open_run
+
+StageBody = Callable[[dict[str, BaseModel], Tracker], dict[str, Any]]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> dotted keys, for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers among (flattened) metrics; MLflow takes only those."""
+    out = {}
+    for key, value in flatten(metrics).items():
+        if isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def run_stage(stage: str, body: StageBody, root: Path | None = None) -> dict[str, Any]:
+    """Run one stage body inside a tagged MLflow run and write `metrics/<stage>.json`."""
+    root = root or Path.cwd()
+    params = load_params(root / "params.yaml")
+    sections = STAGE_SECTIONS[stage]
+    configs = {name: params.section(name) for name in sections}
+    tags = {
+        "k2.stage": stage,
+        "dvc.stage": stage,
+        "k2.profile": params.profile,
+        "git.commit": git_commit(root),
+        "k2.params_hash": "-".join(params.section_hash(name) for name in sections),
+        **prefect_tags(),
+    }
+    with open_run(stage, tags, root) as tracker:
+        tracker.log_params(flatten({name: params.section_dict(name) for name in sections}))
+        lock = root / "dvc.lock"
+        if lock.exists():
+            tracker.log_artifact(lock, "provenance")
+        metrics = body(configs, tracker)
+        metrics = {**metrics, "mlflow_run_id": tracker.run_id}
+        write_json(metrics, root / metrics_path(stage))
+        tracker.log_metrics(numeric_metrics(metrics))
+        tracker.log_artifact(root / metrics_path(stage), "metrics")
+    return metrics

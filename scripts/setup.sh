@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up k2 on a fresh Debian machine with Python 3.11: a virtual environment at .venv,
+# torch 2.13.0 (CPU build) first, the pinned requirements, DeepSpeed built against that
+# torch, and the project itself in editable mode. `--dev` adds the test dependencies.
+# Safe to re-run: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"k2 needs Python 3.11, found {sys.version}"'
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+
+echo "[setup] torch 2.13.0 (CPU)"
+"${PIP[@]}" torch==2.13.0
+echo "[setup] pinned requirements"
+"${PIP[@]}" -r requirements.txt
+echo "[setup] deepspeed (built against the installed torch)"
+DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed==0.19.8
+if [ "${1:-}" = "--dev" ]; then
+  echo "[setup] test dependencies"
+  "${PIP[@]}" -r requirements-dev.txt
+fi
+echo "[setup] k2 (editable)"
+"${PIP[@]}" --no-deps -e .
+echo "[setup] done: .venv is ready"

@@ -1,0 +1,24 @@
+"""Prefect tasks of the training stages and checkpoint publishing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from k2core.rl import rl
+from k2core.storage import replace_dir, write_json
+from k2core.tracking.mlflow_tracker import MlflowTracker
+from k2core.train import pretrain, sft
+from tasks import k2_task
+
+pretrain_model = k2_task(pretrain, name="pretrain")
+finetune = k2_task(sft, name="sft")
+reinforce = k2_task(rl, name="rl")
+
+
+@k2_task(name="publish-checkpoint")
+def publish_checkpoint(stage: str, hf_dir: Path, published: Path, tracker: MlflowTracker) -> str:
+    """Publish the HF folder as the stage's DVC output, log it to MLflow and register a version."""
+    replace_dir(hf_dir, published)
+    write_json({"stage": stage, "mlflow_run_id": tracker.run_id}, published / "k2_run.json")
+    tracker.log_artifact(published, "checkpoint")
+    return tracker.register_checkpoint("checkpoint", f"k2-{stage}")
