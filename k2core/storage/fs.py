@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 import pandas as pd
 
 
@@ -42,13 +43,17 @@ def open_uri(uri: str | Path, mode: str = "rb") -> IO[Any]:
 
 
 def _write_bytes_atomic(uri: str | Path, payload: bytes) -> None:
+    """Local: temporary file + rename. Object stores: one PUT, which S3 makes visible only when complete."""
     fs, path = filesystem(uri)
-    parent = fs._parent(path)
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.{Path(path).name}.{uuid.uuid4().hex}.tmp"
-    with fs.open(tmp, "wb") as handle:
-        handle.write(payload)
-    fs.mv(tmp, path)
+    if isinstance(fs, LocalFileSystem):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(payload)
+        os.replace(tmp, target)
+    else:
+        fs.pipe_file(path, payload)
+        fs.invalidate_cache(path)
 
 
 def write_text(text: str, uri: str | Path) -> None:
