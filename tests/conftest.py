@@ -11,3 +11,18 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """One real Prefect server on 127.0.0.1 for the whole test session."""
+    from flows.servers import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect-root")) as api:
+        yield api
