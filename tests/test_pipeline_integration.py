@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,39 +18,17 @@ import pytest
 import yaml
 
 from flows import layout
+from flows.workspace import clone_workspace
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
-
-
-def _copy_repo(dest: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()
-    for name in listed:
-        source = REPO / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    git = ["git", "-c", "user.name=k2-test", "-c", "user.email=test@k2.local"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
-
-
-def _set_profile(params_file: Path, profile: str) -> None:
-    text = params_file.read_text()
-    lines = [f"profile: {profile}" if line.startswith("profile:") else line for line in text.splitlines()]
-    params_file.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
 def pipeline_env(tmp_path_factory, prefect_api):
     work = tmp_path_factory.mktemp("pipeline") / "k2"
     work.mkdir()
-    _copy_repo(work)
-    _set_profile(work / "params.yaml", "ci")
+    clone_workspace(REPO, work, profile="ci")
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
