@@ -13,11 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flows.layout import STAGE_SECTIONS, metrics_path
+from flows.layout import PLOTS_DIR, STAGE_SECTIONS, metrics_path
 from flows.provenance import git_commit, prefect_tags
 from k2core.config import load_params
 from k2core.storage import write_json
 from k2core.tracking import Tracker
+from k2core.tracking.base import RecordingTracker
+from k2core.tracking.plots import write_history
 from k2core.tracking.mlflow_tracker import open_run
 
 StageBody = Callable[[dict[str, BaseModel], Tracker], dict[str, Any]]
@@ -60,14 +62,17 @@ def run_stage(stage: str, body: StageBody, root: Path | None = None) -> dict[str
         "k2.params_hash": "-".join(params.section_hash(name) for name in sections),
         **prefect_tags(),
     }
-    with open_run(stage, tags, root) as tracker:
+    with open_run(stage, tags, root) as run:
+        tracker = RecordingTracker(run)
         tracker.log_params(flatten({name: params.section_dict(name) for name in sections}))
         lock = root / "dvc.lock"
         if lock.exists():
             tracker.log_artifact(lock, "provenance")
         metrics = body(configs, tracker)
-        metrics = {**metrics, "mlflow_run_id": tracker.run_id}
+        metrics = {**metrics, "mlflow_run_id": run.run_id}
         write_json(metrics, root / metrics_path(stage))
-        tracker.log_metrics(numeric_metrics(metrics))
-        tracker.log_artifact(root / metrics_path(stage), "metrics")
+        run.log_metrics(numeric_metrics(metrics))
+        run.log_artifact(root / metrics_path(stage), "metrics")
+        for path in write_history(tracker.history, root / PLOTS_DIR / stage, f"k2 {stage}"):
+            run.log_artifact(path, "plots")
     return metrics

@@ -56,3 +56,32 @@ class InMemoryTracker:
     def last(self, key: str) -> float:
         """The most recent value logged under `key`."""
         return self.metrics[key][-1][1]
+
+
+class RecordingTracker:
+    """Forwards to another tracker and keeps the stepped metric history, for plots files."""
+
+    def __init__(self, inner: Tracker) -> None:
+        self.inner = inner
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.inner.log_metrics(metrics, step)
+        if step is not None:
+            for key, value in metrics.items():
+                self.history.setdefault(key, []).append((step, float(value)))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.inner.set_tags(tags)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.inner.log_artifact(path, artifact_path)
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        self.inner.log_dict(data, artifact_file)
