@@ -1,0 +1,99 @@
+"""Fine-grained MoE with sigmoid routing, aux-loss-free balancing bias, and fused 3-D expert weights."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from k2core.model.config import K2Config
+from k2core.model.layers import KeepsFp32Buffers, SwiGLU
+
+
+class TopKRouter(KeepsFp32Buffers):
+    """Sigmoid scores; a per-expert bias steers *selection* only, and is moved by load, never by the loss."""
+
+    fp32_buffers = ("e_score_correction_bias",)
+
+    def __init__(self, config: K2Config) -> None:
+        super().__init__()
+        self.num_experts = config.n_routed_experts
+        self.top_k = config.num_experts_per_tok
+        self.n_group = config.n_group
+        self.topk_group = config.topk_group
+        self.norm_topk_prob = config.norm_topk_prob
+        self.routed_scaling_factor = config.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(config.n_routed_experts, config.hidden_size))
+        self.register_buffer("e_score_correction_bias", torch.zeros(config.n_routed_experts))
+        # integer counts: never cast by .to(dtype), exact at any batch size
+        self.register_buffer("expert_load", torch.zeros(config.n_routed_experts, dtype=torch.long),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k expert ids [N, k] and their combine weights [N, k] (fp32) for tokens x [N, hidden]."""
+        scores = F.linear(x.float(), self.weight.float()).sigmoid()
+        choice = scores + self.e_score_correction_bias
+        if self.n_group > 1:
+            grouped = choice.view(-1, self.n_group, self.num_experts // self.n_group)
+            group_scores = grouped.topk(2, dim=-1).values.sum(dim=-1)
+            keep = torch.zeros_like(group_scores, dtype=torch.bool)
+            keep.scatter_(1, group_scores.topk(self.topk_group, dim=-1).indices, True)
+            choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(-1, self.num_experts)
+        index = choice.topk(self.top_k, dim=-1).indices
+        weights = scores.gather(1, index)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        if self.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                self.expert_load += torch.bincount(index.flatten(), minlength=self.num_experts)
+        return index, weights * self.routed_scaling_factor
+
+
+class Experts(nn.Module):
+    """All routed experts as two 3-D tensors (transformers v5 layout): gate_up_proj [E, 2I, H], down_proj [E, H, I]."""
+
+    def __init__(self, config: K2Config) -> None:
+        super().__init__()
+        self.num_experts = config.n_routed_experts
+        self.gate_up_proj = nn.Parameter(
+            torch.empty(config.n_routed_experts, 2 * config.moe_intermediate_size, config.hidden_size))
+        self.down_proj = nn.Parameter(
+            torch.empty(config.n_routed_experts, config.hidden_size, config.moe_intermediate_size))
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Sort (token, slot) pairs by expert, run one matmul per expert on its contiguous slice, scatter back."""
+        top_k = index.shape[1]
+        flat = index.flatten()
+        order = flat.argsort(stable=True)
+        token = order // top_k
+        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+        routed = x[token]
+        outputs = []
+        start = 0
+        for expert, count in enumerate(counts):
+            if count == 0:
+                continue
+            chunk = routed[start:start + count]
+            gate, up = F.linear(chunk, self.gate_up_proj[expert]).chunk(2, dim=-1)
+            outputs.append(F.linear(F.silu(gate) * up, self.down_proj[expert]))
+            start += count
+        if not outputs:
+            return torch.zeros_like(x)
+        y = torch.cat(outputs) * weights.flatten()[order, None]
+        return torch.zeros_like(x).index_add_(0, token, y.to(x.dtype))
+
+
+class MoE(nn.Module):
+    """Routed experts plus always-on shared experts."""
+
+    def __init__(self, config: K2Config) -> None:
+        super().__init__()
+        self.gate = TopKRouter(config)
+        self.experts = Experts(config)
+        self.shared_experts = SwiGLU(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        index, weights = self.gate(flat)
+        return self.experts(flat, index, weights).view(shape) + self.shared_experts(x)
