@@ -11,6 +11,6 @@ from tasks.evaluation import benchmark
 def bench_flow() -> dict:
     def body(cfg, tracker):
         checkpoints = {stage: layout.checkpoint_dir(stage) for stage in layout.CHECKPOINT_STAGES}
-        return benchmark(checkpoints, layout.TOKENIZER_DIR, layout.VALIDATED_DIR, cfg["bench"], layout.metrics_path("bench"))
+        return benchmark(checkpoints, layout.TOKENIZER_DIR, layout.VALIDATED_DIR, cfg["bench"], tracker=tracker)
 
     return run_stage("bench", body)

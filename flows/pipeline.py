@@ -20,6 +20,8 @@ from k2core.storage import read_json
 from k2core.tracking.mlflow_tracker import PARENT_ENV, open_run
 from tasks.dvc_stage import reproduce
 
+SUMMARY_SCORES = ("val_loss", "bits_per_byte", "math_accuracy", "tool_pass1")
+
 
 def checkpoint_summary(root: Path) -> list[dict[str, Any]]:
     """One row per published checkpoint: its benchmark scores and the MLflow run that trained it."""
@@ -33,7 +35,7 @@ def checkpoint_summary(root: Path) -> list[dict[str, Any]]:
             {
                 "checkpoint": stage,
                 "mlflow_run_id": read_json(run_file)["mlflow_run_id"] if run_file.exists() else "-",
-                **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
+                **{key: scores[key] for key in SUMMARY_SCORES if key in scores},
             }
         )
     return rows

@@ -16,7 +16,8 @@ SFT_DATA = layout.VALIDATED_DIR / "sft.parquet"
 def rl_flow() -> dict:
     def body(cfg, tracker):
         def train(work_dir):
-            return reinforce(cfg["rl"], INIT, MATH, SFT_DATA, layout.TOKENIZER_DIR, work_dir, tracker)
+            result = reinforce(cfg["rl"], INIT, MATH, SFT_DATA, layout.TOKENIZER_DIR, work_dir, tracker)
+            return result["final"]
 
         return train_and_publish("rl", cfg, [INIT, MATH, SFT_DATA, layout.TOKENIZER_DIR], tracker, train)
 

@@ -26,17 +26,20 @@ def write_history(history: dict[str, list[tuple[int, float]]], out_dir: Path, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = min(3, len(names))
-    rows = -(-len(names) // columns)
+    curves = [name for name in names if len(history[name]) > 1]  # single points make empty panels
+    if not curves:
+        return [csv_path]
+    columns = min(3, len(curves))
+    rows = -(-len(curves) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), squeeze=False)
-    for axis, name in zip(axes.flat, names):
+    for axis, name in zip(axes.flat, curves):
         xs, ys = zip(*sorted(history[name]))
         axis.plot(xs, ys, linewidth=1.2)
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(names):]:
+    for axis in list(axes.flat)[len(curves):]:
         axis.axis("off")
     figure.suptitle(title)
     figure.tight_layout()
