@@ -1,0 +1,39 @@
+"""torch.distributed setup for single-process runs and for the deepspeed launcher."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_process_group() -> None:
+    """Join the launcher's group (env vars set) or start a one-process group on a free loopback port.
+
+    gloo on CPU (the accelerator the tests and tiny profiles use), nccl when CUDA is present.
+    """
+    if dist.is_initialized():
+        return
+    if "RANK" not in os.environ or "MASTER_PORT" not in os.environ:
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(_free_loopback_port()),
+            RANK="0",
+            LOCAL_RANK="0",
+            WORLD_SIZE="1",
+        )
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of data-parallel ranks."""
+    return dist.get_rank(), dist.get_world_size()

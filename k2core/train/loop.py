@@ -1,0 +1,179 @@
+"""The one MuonClip training loop behind pretraining and SFT: a DeepSpeed engine with our Muon.
+
+Per optimizer step: forward/backward of every micro-batch through the engine, `engine.step()`
+(DeepSpeed clips the *raw* gradients at ZeRO stage 0, then Muon runs), then QK-Clip on the
+step's per-head max logits, the aux-loss-free router-bias update, and a max-logit reset.
+DeepSpeed checkpoints under `out_dir/ds/` let a re-run resume from the latest step; batches are a
+pure function of the step, so a resumed run continues exactly where the interrupted one was.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from k2core.model import K2ForCausalLM, reset_max_logits, update_router_bias
+from k2core.optim import Muon, apply_qk_clip, muon_param_groups, wsd_from_fractions
+from k2core.train.callbacks import Callback
+from k2core.train.config import LoopConfig
+from k2core.train.data import TokenBlocks, batch_indices
+from k2core.train.distributed import ensure_process_group, rank_and_world
+
+CHECKPOINT_DIR = "ds"
+
+
+def deepspeed_config(cfg: LoopConfig) -> dict[str, Any]:
+    """Engine settings: fp32, ZeRO stage from cfg (0 only, see LoopConfig), clipping of raw gradients."""
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation,
+        "gradient_clipping": cfg.gradient_clipping,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _micro_batch(data: TokenBlocks, cfg: LoopConfig, step: int, micro: int, rank: int, world: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Micro-batch `micro` of optimizer step `step` (1-based) on data-parallel rank `rank`."""
+    slot = ((step - 1) * cfg.gradient_accumulation + micro) * world + rank
+    return data.batch(batch_indices(len(data), slot * cfg.micro_batch_size, cfg.micro_batch_size, cfg.seed))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: TokenBlocks, cfg: LoopConfig) -> float:
+    """Mean loss over the first `eval_batches` validation batches (wrapping if there are fewer blocks)."""
+    model.eval()
+    device = next(model.parameters()).device
+    losses = []
+    for b in range(cfg.eval_batches):
+        rows = torch.arange(b * cfg.micro_batch_size, (b + 1) * cfg.micro_batch_size) % len(data)
+        input_ids, labels = data.batch(rows)
+        losses.append(model(input_ids=input_ids.to(device), labels=labels.to(device)).loss.item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def _resume(engine: Any, checkpoint_dir: Path) -> dict[str, Any]:
+    """Load the latest DeepSpeed checkpoint if one exists; its client state (step, last loss) or {}."""
+    if not (checkpoint_dir / "latest").is_file():
+        return {}
+    path, client_state = engine.load_checkpoint(str(checkpoint_dir))
+    if path is None:
+        raise RuntimeError(f"{checkpoint_dir} names a latest checkpoint that could not be loaded; delete the folder "
+                           "to start over")
+    return client_state or {}
+
+
+def _save(engine: Any, checkpoint_dir: Path, step: int, client_state: dict[str, Any], rank: int) -> None:
+    """Write tag `step{step}`, then drop older tags: resuming only ever needs the latest one."""
+    tag = f"step{step}"
+    engine.save_checkpoint(str(checkpoint_dir), tag=tag, client_state=client_state)
+    if rank == 0:
+        for old in checkpoint_dir.glob("step*"):
+            if old.is_dir() and old.name != tag:
+                shutil.rmtree(old)
+
+
+def _raw_grad_norm(model: torch.nn.Module) -> float:
+    """Global 2-norm of the accumulated, rank-averaged raw gradients (before clipping and before Muon)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+
+
+def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank: int, world: int
+                ) -> dict[str, float]:
+    model = engine.module
+    reset_max_logits(model)  # drop maxima recorded outside training steps
+    started = time.perf_counter()
+    lr = engine.get_lr()[0]
+    losses = []
+    for micro in range(cfg.gradient_accumulation):
+        input_ids, labels = _micro_batch(data, cfg, step, micro, rank, world)
+        loss = engine(input_ids=input_ids.to(engine.device), labels=labels.to(engine.device)).loss
+        engine.backward(loss)
+        if micro == cfg.gradient_accumulation - 1:
+            grad_norm = _raw_grad_norm(model)
+        engine.step()
+        losses.append(loss.item())
+    clip_stats = apply_qk_clip(model, cfg.qk_clip_tau)
+    router_stats = update_router_bias(model)
+    elapsed = time.perf_counter() - started
+    tokens = cfg.gradient_accumulation * cfg.micro_batch_size * cfg.seq_len * world
+    metrics = {
+        "loss": sum(losses) / len(losses),
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens_per_s": tokens / elapsed,
+        "max_logit": float(clip_stats["global_max_logit"]),
+        "clipped_head_fraction": float(clip_stats["clipped_fraction"]),
+        "clipped_heads": float(clip_stats["num_clipped"]),
+        "router_max_overload": router_stats["max_overload"],
+    }
+    metrics.update({f"max_logit/layer_{i}": float(v) for i, v in enumerate(clip_stats["max_logit_per_layer"])})
+    return metrics
+
+
+def run_training(
+    model: K2ForCausalLM,
+    train: TokenBlocks,
+    val: TokenBlocks,
+    cfg: LoopConfig,
+    out_dir: Path,
+    stage: str,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, float]:
+    """Train `model` for cfg.steps optimizer steps (resuming from `out_dir/ds` if present).
+
+    Returns final_train_loss, final_val_loss, tokens_per_s (mean over the steps run by this call)
+    and steps. The trained module is `model` itself, updated in place.
+    """
+    # Imported here: `import deepspeed` pulls in mlflow (deepspeed.autotuning), which k2core must not import.
+    import deepspeed
+
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    ensure_process_group()
+    rank, world = rank_and_world()
+    optimizer = Muon(muon_param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = wsd_from_fractions(cfg.steps, cfg.warmup_fraction, cfg.decay_fraction, cfg.final_lr_fraction,
+                                  cfg.decay_shape)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=deepspeed_config(cfg), dist_init_required=False)
+    checkpoint_dir = out_dir / CHECKPOINT_DIR
+    state = _resume(engine, checkpoint_dir)
+    start = int(state.get("step", 0))
+    last_loss = float(state.get("train_loss", float("nan")))
+    val_loss = float(state.get("val_loss", float("nan")))
+    speeds: list[float] = []
+    progress = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, desc=stage,
+                    disable=rank != 0)
+    for step in progress:
+        metrics = _train_step(engine, train, cfg, step, rank, world)
+        last_loss = metrics["loss"]
+        speeds.append(metrics["tokens_per_s"])
+        progress.set_postfix(loss=f"{last_loss:.3f}", lr=f"{metrics['lr']:.2e}")
+        for callback in callbacks:
+            callback.on_step_end(step, metrics)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            val_loss = evaluate(engine.module, val, cfg)
+            for callback in callbacks:
+                callback.on_eval(step, {"val_loss": val_loss})
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save(engine, checkpoint_dir, step, {"step": step, "train_loss": last_loss, "val_loss": val_loss}, rank)
+            for callback in callbacks:
+                callback.on_checkpoint(step, checkpoint_dir)
+    return {
+        "final_train_loss": last_loss,
+        "final_val_loss": val_loss,
+        "tokens_per_s": sum(speeds) / len(speeds) if speeds else float("nan"),
+        "steps": float(cfg.steps),
+    }

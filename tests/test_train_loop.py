@@ -1,0 +1,175 @@
+"""The DeepSpeed MuonClip loop on a very small K2 model: logging, resume after a crash, raw-gradient clipping, SFT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tests.test_train_data import build_tokenizer, corpus_frame, sft_frame
+
+from k2core.model import K2Config, K2ForCausalLM
+from k2core.optim import uses_muon
+from k2core.tracking import InMemoryTracker
+from k2core.train import Callback, PretrainConfig, SFTConfig, pretrain, sft
+
+MODEL = K2Config.preset(
+    "tiny", vocab_size=512, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
+    num_attention_heads=2, num_key_value_heads=2, n_routed_experts=4, num_experts_per_tok=2, kv_lora_rank=16,
+    q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, max_position_embeddings=64,
+)
+
+
+def loop_config(**overrides) -> dict:
+    base = dict(steps=6, micro_batch_size=2, gradient_accumulation=2, seq_len=16, lr=3e-3, weight_decay=0.1,
+                warmup_fraction=0.2, decay_fraction=0.3, final_lr_fraction=0.1, decay_shape="cosine",
+                qk_clip_tau=100.0, eval_every=3, eval_batches=2, checkpoint_every=3, zero_stage=0,
+                gradient_clipping=1.0, val_fraction=0.2, seed=0)
+    return {**base, **overrides}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    corpus_frame(80).to_parquet(root / "corpus.parquet")
+    sft_frame().to_parquet(root / "sft.parquet")
+    return {"tokenizer": build_tokenizer(root / "tok"), "corpus": root / "corpus.parquet", "sft": root / "sft.parquet"}
+
+
+@pytest.fixture(scope="module")
+def straight_run(inputs, tmp_path_factory) -> tuple[dict, InMemoryTracker, Path]:
+    out = tmp_path_factory.mktemp("straight")
+    tracker = InMemoryTracker()
+    metrics = pretrain(MODEL, PretrainConfig(**loop_config()), inputs["corpus"], inputs["tokenizer"], out, tracker)
+    return metrics, tracker, out
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfterCheckpoint(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        if step == self.step:
+            raise _Crash(f"simulated crash after the step-{step} checkpoint")
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return K2ForCausalLM.from_pretrained(out / "hf").state_dict()
+
+
+def test_pretrain_logs_trains_and_exports(straight_run):
+    metrics, tracker, out = straight_run
+    assert metrics["steps"] == 6 and metrics["tokens_per_s"] > 0
+    losses = [value for _, value in tracker.metrics["pretrain/loss"]]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert metrics["final_train_loss"] == losses[-1]
+    assert [step for step, _ in tracker.metrics["pretrain/val_loss"]] == [3, 6]
+    lrs = [value for _, value in tracker.metrics["pretrain/lr"]]
+    assert max(lrs) == pytest.approx(3e-3) and lrs[-1] < lrs[2]
+    for key in ("pretrain/max_logit/layer_0", "pretrain/max_logit/layer_1", "pretrain/clipped_head_fraction"):
+        assert len(tracker.metrics[key]) == 6
+    assert (out / "hf" / "config.json").is_file() and (out / "hf" / "tokenizer.json").is_file()
+    assert sorted(p.name for p in (out / "ds").iterdir()) == ["latest", "step6"]
+
+
+def test_resume_after_crash_matches_straight_run(straight_run, inputs, tmp_path):
+    cfg = PretrainConfig(**loop_config())
+    with pytest.raises(_Crash):
+        pretrain(MODEL, cfg, inputs["corpus"], inputs["tokenizer"], tmp_path, InMemoryTracker(),
+                 callbacks=[_CrashAfterCheckpoint(3)])
+    assert not (tmp_path / "hf").exists()
+    tracker = InMemoryTracker()
+    resumed = pretrain(MODEL, cfg, inputs["corpus"], inputs["tokenizer"], tmp_path, tracker)
+    assert [step for step, _ in tracker.metrics["pretrain/loss"]] == [4, 5, 6]
+    straight, _, straight_out = straight_run
+    assert resumed["final_train_loss"] == pytest.approx(straight["final_train_loss"], rel=1e-5)
+    assert resumed["final_val_loss"] == pytest.approx(straight["final_val_loss"], rel=1e-5)
+    ours, ref = _weights(tmp_path), _weights(straight_out)
+    for name in ref:
+        torch.testing.assert_close(ours[name], ref[name], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_clipping_acts_on_raw_gradients_not_on_muon_updates(inputs, tmp_path):
+    """Clipping rescales the raw gradient; Newton-Schulz removes that scale, so Muon steps are unchanged.
+
+    (DeepSpeed ZeRO-1/2 would clip the orthogonalised update instead and shrink every Muon step.)
+    """
+    deltas = {}
+    torch.manual_seed(0)  # pretrain seeds with cfg.seed before building the model
+    init = K2ForCausalLM(MODEL).state_dict()
+    clip = 1e-2
+    for max_norm in (0.0, clip):
+        out = tmp_path / f"clip{max_norm}"
+        tracker = InMemoryTracker()
+        cfg = PretrainConfig(**loop_config(steps=1, gradient_accumulation=1, gradient_clipping=max_norm,
+                                           weight_decay=0.0, warmup_fraction=0.0, decay_fraction=0.0, eval_batches=1))
+        pretrain(MODEL, cfg, inputs["corpus"], inputs["tokenizer"], out, tracker)
+        assert tracker.last("pretrain/grad_norm") > 10 * clip
+        after = _weights(out)
+        deltas[max_norm] = {name: after[name] - init[name] for name in after if uses_muon(name, after[name])}
+    for name, delta in deltas[0.0].items():
+        torch.testing.assert_close(deltas[clip][name], delta, rtol=1e-3, atol=1e-6)
+
+
+def test_low_tau_makes_qk_clip_fire_and_is_logged(inputs, tmp_path):
+    tracker = InMemoryTracker()
+    cfg = PretrainConfig(**loop_config(steps=2, gradient_accumulation=1, qk_clip_tau=1e-3, eval_every=2,
+                                       checkpoint_every=2))
+    pretrain(MODEL, cfg, inputs["corpus"], inputs["tokenizer"], tmp_path, tracker)
+    fractions = [v for _, v in tracker.metrics["pretrain/clipped_head_fraction"]]
+    assert fractions[0] == 1.0 and fractions[1] > 0  # every head starts above tau = 1e-3
+
+
+def test_sft_from_pretrained_export(straight_run, inputs, tmp_path):
+    _, _, pre_out = straight_run
+    tracker = InMemoryTracker()
+    cfg = SFTConfig(**loop_config(steps=2, seq_len=48, eval_every=2, checkpoint_every=2, val_fraction=0.25))
+    metrics = sft(cfg, pre_out / "hf", inputs["sft"], inputs["tokenizer"], tmp_path, tracker, model_config=MODEL)
+    assert metrics["steps"] == 2 and metrics["final_val_loss"] > 0
+    assert len(tracker.metrics["sft/loss"]) == 2
+    assert K2ForCausalLM.from_pretrained(tmp_path / "hf").config == MODEL
+
+
+WORKER = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from k2core.model import K2Config
+from k2core.tracking import InMemoryTracker
+from k2core.train import PretrainConfig, pretrain
+args = json.loads(sys.argv[1])
+pretrain(K2Config(**args["model"]), PretrainConfig(**args["cfg"]), args["corpus"], args["tokenizer"], args["out"],
+         InMemoryTracker())
+"""
+
+
+@pytest.mark.multiproc
+def test_two_data_parallel_ranks_match_one_rank_with_the_same_global_batch(straight_run, inputs, tmp_path):
+    """torchrun-launched ranks join the launcher's group; 2 ranks x micro-batch 1 see the samples of 1 x 2."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    args = {"model": MODEL.model_dump(), "cfg": loop_config(micro_batch_size=1), "corpus": str(inputs["corpus"]),
+            "tokenizer": str(inputs["tokenizer"]), "out": str(tmp_path / "dp2")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "DS_ACCELERATOR": "cpu"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               json.dumps(args)]
+    launcher = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        assert launcher.wait(timeout=240) == 0
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and its two workers
+        raise
+    _, _, straight_out = straight_run
+    ours, ref = _weights(tmp_path / "dp2"), _weights(straight_out)
+    for name in ref:
+        torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-5)
