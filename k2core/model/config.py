@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Keys transformers writes that our architecture does not need (or fixes to one value, checked in ``from_hf_dict``).
-_HF_ONLY_KEYS = {"rope_parameters", "rope_interleave", "num_nextn_predict_layers", "architectures", "model_type"}
+_HF_ONLY_KEYS = {"rope_parameters", "rope_interleave", "architectures", "model_type"}
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # CPU smoke size: ~1.6M parameters, runs a training step in well under a second on one core.
@@ -40,7 +40,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         v_head_dim=128, qk_nope_head_dim=128, n_group=1, topk_group=1, num_experts_per_tok=8,
         first_k_dense_replace=1, norm_topk_prob=True, max_position_embeddings=4096, initializer_range=0.02,
         rms_norm_eps=1e-6, rope_theta=50000.0, bos_token_id=163584, eos_token_id=163585,
-        router_bias_update_speed=0.001,
+        router_bias_update_speed=0.001, num_nextn_predict_layers=1,
     ),
 }
 
@@ -82,6 +82,9 @@ class K2Config(BaseModel):
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    # Multi-token-prediction modules that checkpoints may ship after the main layers. Like transformers'
+    # DeepseekV3ForCausalLM, the model does not build them; `k2 plan` counts them.
+    num_nextn_predict_layers: int = Field(default=0, ge=0)
     # Aux-loss-free balancing: bias step per optimizer step (DeepSeek-V3 uses 0.001; K2 does not publish one).
     router_bias_update_speed: float
 
@@ -122,7 +125,6 @@ class K2Config(BaseModel):
             model_type="deepseek_v3",
             rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
             rope_interleave=True,
-            num_nextn_predict_layers=0,
             attention_dropout=0.0,
             use_cache=True,
             dtype="float32",

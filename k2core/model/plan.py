@@ -38,7 +38,16 @@ def count_parameters(config: K2Config) -> dict[str, int]:
     }
     total = sum(parts.values())
     inactive = moe_layers * (c.n_routed_experts - c.num_experts_per_tok) * expert
-    return {"total": total, "activated": total - inactive, **parts}
+    mtp = c.num_nextn_predict_layers * _mtp_module(c, expert)
+    return {"total": total, "activated": total - inactive, "total_with_mtp": total + mtp, **parts, "mtp": mtp}
+
+
+def _mtp_module(c: K2Config, expert: int) -> int:
+    """One DeepSeek-V3 multi-token-prediction module: two input norms, the 2h->h projection, one MoE block and
+    its output norm (embedding and head are shared with the main model)."""
+    block = _attention(c) + 2 * c.hidden_size + (c.n_routed_experts + c.n_shared_experts) * expert
+    block += c.n_routed_experts * c.hidden_size  # router
+    return 3 * c.hidden_size + 2 * c.hidden_size * c.hidden_size + block
 
 
 def _human(n: int) -> str:
@@ -51,8 +60,10 @@ def _human(n: int) -> str:
 def format_plan(config: K2Config) -> str:
     """A plain-text table of the counts, for ``k2 plan``."""
     counts = count_parameters(config)
-    rows = [(name, counts[name]) for name in counts if name not in ("total", "activated")]
-    rows += [("total", counts["total"]), ("activated / token", counts["activated"])]
+    totals = ("total", "activated", "total_with_mtp")
+    rows = [(name, counts[name]) for name in counts if name not in totals]
+    rows += [("total (main model)", counts["total"]), ("total with MTP modules", counts["total_with_mtp"]),
+             ("activated / token", counts["activated"])]
     width = max(len(name) for name, _ in rows)
     lines = [f"{'component':<{width}}  {'params':>18}  {'human':>9}", "-" * (width + 31)]
     lines += [f"{name:<{width}}  {n:>18,}  {_human(n):>9}" for name, n in rows]
