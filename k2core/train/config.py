@@ -34,12 +34,17 @@ class LoopConfig(BaseModel):
     @field_validator("zero_stage")
     @classmethod
     def _stage_zero_only(cls, stage: int) -> int:
-        # ZeRO-1/2/3 hand a client optimizer flat 1-D partitions, which Muon cannot orthogonalise, and
-        # ZeRO-1/2 clip the orthogonalised update instead of the raw gradient (notes/muonclip.md §3.3).
+        # Why not ZeRO-1/2/3 (notes/muonclip.md §3.3): a generic client optimizer gets flat 1-D partitions that
+        # Newton-Schulz cannot orthogonalise; DeepSpeed's own Muon path runs Newton-Schulz inside the gradient
+        # reduction, before the step, so the raw gradient can no longer be clipped before momentum and its
+        # clipping rescales the orthogonalised update; its update scale (sqrt(max(1, n/m))) and Gram NS also
+        # differ from K2's. Stage 0 data parallelism is exact: gradients are all-reduced, clipped raw, then Muon.
         if stage != 0:
             raise ValueError(
-                f"zero_stage={stage} is not supported with k2's Muon: DeepSpeed ZeRO-1/2/3 pass flat gradient "
-                "partitions to a client optimizer and would break Newton-Schulz; set zero_stage: 0"
+                f"zero_stage={stage} is not supported with k2's Muon: DeepSpeed ZeRO-1/2/3 either hand the "
+                "optimizer flat 1-D gradient partitions (Newton-Schulz needs whole matrices) or, on DeepSpeed's "
+                "own Muon path, clip the orthogonalised update instead of the raw gradient; set zero_stage: 0 "
+                "(plain data parallelism, exact MuonClip; see docs/distributed.md)"
             )
         return stage
 

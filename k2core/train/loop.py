@@ -1,8 +1,9 @@
 """The one MuonClip training loop behind pretraining and SFT: a DeepSpeed engine with our Muon.
 
 Per optimizer step: forward/backward of every micro-batch through the engine, `engine.step()`
-(DeepSpeed clips the *raw* gradients at ZeRO stage 0, then Muon runs), then QK-Clip on the
-step's per-head max logits, the aux-loss-free router-bias update, and a max-logit reset.
+(DeepSpeed all-reduces and clips the *raw* gradients at ZeRO stage 0, then Muon runs), then QK-Clip
+on the step's per-head max logits (max over the step's micro-batches and, by a MAX all-reduce, its
+data-parallel ranks), the aux-loss-free router-bias update, and a max-logit reset.
 DeepSpeed checkpoints under `out_dir/ds/` let a re-run resume from the latest step; batches are a
 pure function of the step, so a resumed run continues exactly where the interrupted one was.
 """
@@ -19,8 +20,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from k2core.model import K2ForCausalLM, reset_max_logits, update_router_bias
+from k2core.model import K2ForCausalLM, update_router_bias
 from k2core.optim import Muon, apply_qk_clip, muon_param_groups, wsd_from_fractions
+from k2core.optim.qk_clip import reset_clip_maxima
 from k2core.train.callbacks import Callback
 from k2core.train.config import LoopConfig
 from k2core.train.data import TokenBlocks, batch_indices
@@ -29,9 +31,17 @@ from k2core.train.distributed import ensure_process_group, rank_and_world
 CHECKPOINT_DIR = "ds"
 
 
-def deepspeed_config(cfg: LoopConfig) -> dict[str, Any]:
-    """Engine settings: fp32, ZeRO stage from cfg (0 only, see LoopConfig), clipping of raw gradients."""
-    return {
+def deepspeed_config(cfg: LoopConfig, bf16: bool | None = None) -> dict[str, Any]:
+    """Engine settings: ZeRO stage from cfg (0 only, see LoopConfig), clipping of raw gradients, and bf16 compute.
+
+    ``bf16`` (default: on when CUDA is available) turns on torch autocast to bf16: weights, gradients, their
+    all-reduce and Muon's state stay fp32, so there is no low-precision weight copy that QK-Clip would have to
+    patch and Newton-Schulz gets whole fp32 matrices. DeepSpeed's ``bf16`` section is not used because its
+    optimizer wrapper hands the client optimizer flat fp32 partitions (notes/muonclip.md §3.3).
+    """
+    if bf16 is None:
+        bf16 = torch.cuda.is_available()
+    config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation,
         "gradient_clipping": cfg.gradient_clipping,
@@ -39,6 +49,9 @@ def deepspeed_config(cfg: LoopConfig) -> dict[str, Any]:
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+    if bf16:
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+    return config
 
 
 def _micro_batch(data: TokenBlocks, cfg: LoopConfig, step: int, micro: int, rank: int, world: int
@@ -92,7 +105,7 @@ def _raw_grad_norm(model: torch.nn.Module) -> float:
 def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank: int, world: int
                 ) -> dict[str, float]:
     model = engine.module
-    reset_max_logits(model)  # drop maxima recorded outside training steps
+    reset_clip_maxima(model)  # drop maxima recorded outside training steps
     started = time.perf_counter()
     lr = engine.get_lr()[0]
     losses = []
@@ -104,12 +117,16 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
             grad_norm = _raw_grad_norm(model)
         engine.step()
         losses.append(loss.item())
+    step_loss = torch.tensor(sum(losses) / len(losses), dtype=torch.float64, device=engine.device)
+    if world > 1:  # the global batch's loss, not this rank's share (every rank logs the same number)
+        torch.distributed.all_reduce(step_loss)
+        step_loss /= world
     clip_stats = apply_qk_clip(model, cfg.qk_clip_tau)
     router_stats = update_router_bias(model)
     elapsed = time.perf_counter() - started
     tokens = cfg.gradient_accumulation * cfg.micro_batch_size * cfg.seq_len * world
     metrics = {
-        "loss": sum(losses) / len(losses),
+        "loss": float(step_loss),
         "lr": lr,
         "grad_norm": grad_norm,
         "tokens_per_s": tokens / elapsed,

@@ -1,0 +1,114 @@
+"""Plain multi-head (MHA) and grouped-query (GQA/MQA) attention with the per-head max-logit record QK-Clip needs.
+
+Both keep the call signature of ``MLAttention`` (``x, cos, sin, allowed, past``) and record S_max the same way: in
+training forwards (grad enabled) a running per-head max of the scaled, unmasked logits, untouched by eval forwards.
+Each class also says how QK-Clip rescales it (``qk_clip_rows``), so ``k2core.optim.apply_qk_clip`` never has to know
+the layout:
+
+* MHA (K2 §2.1, "straightforward"): W_q^h and W_k^h rows each by sqrt(gamma_h).
+* GQA/MQA (no rule in the report): the whole gamma_h goes on the query rows of head h and the key shared by the
+  group is left alone. That is the MLA rule for a shared key (k^R): exact per head, so head h's logits become
+  gamma_h times their old value and sibling heads of the group are untouched (no over-clipping, unlike a group-max
+  rule that scales the shared key).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from k2core.model.layers import KeepsFp32Buffers, apply_rope
+
+KVCache = tuple[torch.Tensor, torch.Tensor]  # (rotated keys [B, H_kv, S, d], values [B, H_kv, S, d])
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float,
+           record: torch.Tensor | None) -> torch.Tensor:
+    """softmax(scale * q k^T) v over allowed pairs; with ``record`` ([H] fp32) its entries become the running max of
+    the scaled logits of the allowed pairs per head (the logits are materialised only then)."""
+    if record is None:
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        bias.masked_fill_(~allowed, torch.finfo(q.dtype).min)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
+    with torch.no_grad():
+        head_max = logits.masked_fill(~allowed, float("-inf")).amax(dim=(0, 2, 3))
+        record.copy_(torch.maximum(record, head_max.float()))
+    logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+    probs = F.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(probs, v)
+
+
+class GQAttention(KeepsFp32Buffers):
+    """Grouped-query attention: ``num_heads`` query heads share ``num_kv_heads`` key/value heads (MQA when 1).
+
+    Query head h reads key/value head ``h // (num_heads // num_kv_heads)``. RoPE rotates the whole head dimension,
+    so ``cos``/``sin`` carry ``head_dim // 2`` frequencies. q and k projections have no bias, so scaling their rows
+    scales the logits exactly.
+    """
+
+    fp32_buffers = ("max_logit",)
+
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+        super().__init__()
+        if num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+        if head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {head_dim}")
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = head_dim ** -0.5
+        self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=False)
+        self.register_buffer("max_logit", torch.full((num_heads,), float("-inf")), persistent=False)
+
+    @property
+    def group_size(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KVCache | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, KVCache]:
+        """Queries [B, H, T, d], keys and values expanded to [B, H, S, d], and the (unexpanded) updated cache."""
+        batch, seq, _ = x.shape
+        q = self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        expand = self.group_size
+        return q, k.repeat_interleave(expand, dim=1), v.repeat_interleave(expand, dim=1), (k, v)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor,
+                past: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """``allowed`` [B or 1, 1, T, S] is True where query t may attend key s (causal and not padding)."""
+        batch, seq, _ = x.shape
+        q, k, v, cache = self.project(x, cos, sin, past)
+        record = self.max_logit if self.training and torch.is_grad_enabled() else None
+        out = attend(q, k, v, allowed, self.scale, record)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1)), cache
+
+    def _head_rows(self, per_head: torch.Tensor) -> torch.Tensor:
+        """[H] per-head factors -> [H * head_dim] per-row factors of a head-major projection."""
+        return per_head.repeat_interleave(self.head_dim)
+
+    def qk_clip_rows(self, gamma: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """(weight, per-row factor) pairs that scale every logit of head h by gamma[h]: q rows by gamma_h, the
+        shared keys untouched."""
+        return [(self.q_proj.weight, self._head_rows(gamma))]
+
+
+class MHAttention(GQAttention):
+    """Multi-head attention (one key/value head per query head); QK-Clip splits gamma_h evenly over W_q^h and W_k^h."""
+
+    def __init__(self, hidden_size: int, num_heads: int, head_dim: int) -> None:
+        super().__init__(hidden_size, num_heads, num_heads, head_dim)
+
+    def qk_clip_rows(self, gamma: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """W_q^h and W_k^h rows each by sqrt(gamma_h) (K2 §2.1)."""
+        root = self._head_rows(gamma.sqrt())
+        return [(self.q_proj.weight, root), (self.k_proj.weight, root)]
