@@ -4,6 +4,7 @@
     k2 stage NAME              one stage as a Prefect flow (what dvc.yaml's commands call)
     k2 export-hf CKPT DIR      a checkpoint folder -> a transformers-loadable folder
     k2 plan CONFIG             parameter counts of a preset (tiny, small, kimi-k2) or config.json
+    k2 serve [PATH]            OpenAI-compatible server (/v1/chat/completions) for a checkpoint or model
     k2 ui                      Prefect and MLflow UIs over this project's runs
 """
 
@@ -102,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="count parameters of a model config without building it")
     plan.add_argument("config")
     plan.set_defaults(handler=_plan)
+    from flows import serve as serve_module
+
+    serve = sub.add_parser("serve", help="OpenAI-compatible server for a checkpoint or model",
+                           description=serve_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve_module.add_arguments(serve)
+    serve.set_defaults(handler=serve_module.serve_command)
     ui = sub.add_parser("ui", help="start the Prefect and MLflow UIs")
     ui.add_argument("--root", default=".")
     ui.set_defaults(handler=_ui)

@@ -1,0 +1,68 @@
+"""One of this project's checkpoints as a chat backend: K2's chat format in, K2's tool-call parser out."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+
+import torch
+
+from k2core.chat import ChatFormatError, parse_assistant
+from k2core.llm.base import ChatRequest, ChatResponse, Usage
+from k2core.llm.config import K2LLMConfig
+from k2core.llm.devices import DTYPES, resolve_device
+from k2core.llm.errors import RequestError
+from k2core.llm.fingerprint import model_fingerprint
+from k2core.llm.messages import assistant_message, strip_special_tokens
+from k2core.model import K2ForCausalLM, generate
+from k2core.rl.encoding import prompt_ids, stop_token_ids
+
+
+class _Loaded:
+    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype) -> None:
+        from transformers import PreTrainedTokenizerFast
+
+        if not (path / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"{path} has no tokenizer.json; pass a published checkpoint (checkpoints/sft)")
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+        self.model = K2ForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        self.device = device
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        self.context = int(self.model.config.max_position_embeddings)
+        self.lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: Path, device: torch.device, dtype: torch.dtype) -> _Loaded:
+    return _Loaded(path, device, dtype)
+
+
+class K2Backend:
+    """Renders the conversation with `k2core.chat`, samples with `k2core.model.generate`, parses the turn back.
+
+    Malformed tool calls are dropped (the assistant message keeps only well-formed ones, renumbered);
+    a turn cut off by `max_tokens` is returned as far as it got.
+    """
+
+    def __init__(self, cfg: K2LLMConfig) -> None:
+        path = Path(cfg.path).resolve()
+        self.loaded = _load(path, resolve_device(cfg.device), DTYPES[cfg.dtype])
+        self.backend_id = f"k2:{path.name}:{model_fingerprint(path)}:{cfg.dtype}"
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        loaded = self.loaded
+        try:
+            ids = prompt_ids(loaded.tokenizer, request.messages, request.tools or None)
+        except ChatFormatError as error:
+            raise RequestError(f"K2's chat format cannot carry this conversation: {error}") from None
+        budget = min(request.max_tokens, loaded.context - len(ids))
+        if budget < 1:
+            raise RequestError(f"the prompt has {len(ids)} tokens; the model's context is {loaded.context}")
+        generator = torch.Generator(device=loaded.device).manual_seed(request.seed)
+        with loaded.lock:
+            out = generate(loaded.model, ids, 1, budget, request.temperature, loaded.stop_ids, generator=generator)[0]
+        parsed = parse_assistant(loaded.tokenizer.decode(out, skip_special_tokens=False))
+        calls = [(c["function"]["name"], c["function"]["arguments"]) for c in parsed["tool_calls"]]
+        message = assistant_message(strip_special_tokens(parsed["content"]), calls)
+        return ChatResponse(message=message, usage=Usage(prompt_tokens=len(ids), completion_tokens=len(out)))

