@@ -9,7 +9,11 @@ from pathlib import Path
 
 
 def clone_workspace(source: Path, dest: Path, profile: str | None = None) -> Path:
-    """Copy tracked and untracked-but-not-ignored files of `source` to `dest`, commit them, set `profile`."""
+    """Copy tracked and untracked-but-not-ignored files of `source` to `dest`, commit them, set `profile`.
+
+    The project reads shared data beside the repository (`../shared`, e.g. the MCP server catalogue); the copy
+    gets a link to the same folder so relative paths in params.yaml resolve the same way.
+    """
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=source, capture_output=True, text=True, check=True,
@@ -22,6 +26,9 @@ def clone_workspace(source: Path, dest: Path, profile: str | None = None) -> Pat
         params = dest / "params.yaml"
         lines = [f"profile: {profile}" if line.startswith("profile:") else line for line in params.read_text().splitlines()]
         params.write_text("\n".join(lines) + "\n")
+    shared, linked = source.resolve().parent / "shared", dest.resolve().parent / "shared"
+    if shared.is_dir() and not linked.exists():
+        linked.symlink_to(shared, target_is_directory=True)
     git = ["git", "-c", "user.name=k2", "-c", "user.email=k2@localhost"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from k2core.agentic.env import ToolEnv
 from k2core.agentic.faults import EDGE_WRITE_MESSAGE, TRANSIENT_MESSAGE
+from k2core.agentic.sim_tasks import salient
 from k2core.agentic.tasks import Goal, Task, slot_text
 from k2core.agentic.users import mentioned
 
@@ -256,3 +257,51 @@ class ScriptedAgent:
                 if others:
                     return {**args, key: self.rng.choice(others)}
         return None
+
+
+class PlanAgent:
+    """Scripted agent for simulated-tool tasks: one planned call per turn, retries temporary errors, reports
+    failures and partial results, then summarizes the values the tools returned. It may slip (a wrong argument)
+    at `p_wrong_arg`, which the judge must catch."""
+
+    def __init__(self, plan: list[dict[str, Any]], max_retries: int, p_wrong_arg: float, rng: random.Random) -> None:
+        self.plan, self.max_retries, self.p_wrong_arg, self.rng = plan, max_retries, p_wrong_arg, rng
+        self.pos = self.retries = self.calls = 0
+        self.reports: list[str] = []
+        self.summarized = False
+
+    def __call__(self, messages: list[dict]) -> dict:
+        last = messages[-1]
+        if last["role"] == "tool":
+            result = last["content"]
+            if result == TRANSIENT_MESSAGE and self.retries < self.max_retries:
+                self.retries += 1
+                return self._call(messages[-2]["tool_calls"][0]["function"])
+            self.reports.append(self._report(self.plan[self.pos]["name"], result))
+            self.pos, self.retries = self.pos + 1, 0
+        if self.pos < len(self.plan) and not self.summarized:
+            step = self.plan[self.pos]
+            args = dict(step["arguments"])
+            if args and self.rng.random() < self.p_wrong_arg:
+                key = self.rng.choice(sorted(args))
+                value = args[key]
+                args[key] = value + 1 if isinstance(value, int) and not isinstance(value, bool) else f"{value}-x" if isinstance(value, str) else value
+            return self._call({"name": step["name"], "arguments": json.dumps(args)})
+        if not self.summarized:
+            self.summarized = True
+            return {"role": "assistant", "content": " ".join(self.reports)}
+        return {"role": "assistant", "content": "Is there anything else I can help you with?"}
+
+    def _call(self, fn: dict) -> dict:
+        call_id = f"functions.{fn['name']}:{self.calls}"
+        self.calls += 1
+        return {"role": "assistant", "content": "", "tool_calls": [{"id": call_id, "type": "function", "function": {"name": fn["name"], "arguments": fn["arguments"]}}]}
+
+    @staticmethod
+    def _report(name: str, result: str) -> str:
+        if result.startswith("Error"):
+            return f"{name} failed: {result.removeprefix('Error: ')}."
+        values = ", ".join(salient(result)) or "no details returned"
+        partial = " It only partially worked, so some parts were not completed." if '"partial' in result else ""
+        notice = " Note: the service reported a notice about stale or empty data." if '"notice"' in result else ""
+        return f"{name} done ({values}).{partial}{notice}"

@@ -1,29 +1,48 @@
-"""Entry point for the synth stage: tasks, judged trajectories and filter statistics for tool-use SFT."""
+"""Entry point for the synth stage: tasks, judged trajectories and filter statistics for tool-use SFT.
+
+Work is planned once (`plan_tool_data`: tasks, tool repository, agents, simulated-tool tasks), cut into shards of
+trajectory jobs (`Shard`, plain pydantic data), run shard by shard (`run_shard`, a pure function of config and
+shard, each trajectory seeded by its own id so sharding never changes the data), and merged (`merge_shards`).
+`generate_tool_data` runs the shards in-process; `tasks/agentic.py` maps the same `run_shard` as Prefect tasks.
+"""
 
 from __future__ import annotations
 
 import json
 import random
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm import tqdm
 
-from k2core.agentic.agents import ScriptedAgent, sample_agent
+from k2core.agentic.agents import PlanAgent, ScriptedAgent, sample_agent
+from k2core.agentic.catalog import build_repository
 from k2core.agentic.domains import ENVIRONMENTS, make_env
 from k2core.agentic.faults import FaultInjector
 from k2core.agentic.judge import FILTERS, gold_hash, judge_episode
+from k2core.agentic.llm_roles import JsonAsker, LLMJudge, LLMUser
+from k2core.agentic.repo_agents import RepoAgent, sample_agents
+from k2core.agentic.repository import RepoTool, tools_frame
 from k2core.agentic.rollout import Episode, run_episode
+from k2core.agentic.settings import RepositoryConfig, RolesConfig, SimulationConfig
+from k2core.agentic.sim_judge import LLM_FILTERS, RULE_FILTERS, judge_sim_episode
+from k2core.agentic.sim_tasks import SimTask, generate_sim_task
+from k2core.agentic.simulator import Engine, LLMEngine, ModeInjector, RuleEngine, SimWorld
 from k2core.agentic.tasks import Task, generate_tasks, task_to_row
-from k2core.agentic.users import PERSONAS, ScriptedUser
+from k2core.agentic.users import PERSONAS, RequestUser, ScriptedUser
+from k2core.llm import ChatBackend
 
 TASK_COLUMNS = ["task_id", "env", "instruction", "gold_actions", "initial_state", "rubric", "split"]
 SFT_COLUMNS = ["example_id", "source", "messages", "tools"]
+OUTCOMES = ("ok", "transient", "partial", "edge", "invalid")
 
 
 class AgenticConfig(BaseModel):
-    """How much tool-use data to make and how hard the simulated world is."""
+    """How much tool-use data to make and how hard the simulated world is; `repository`, `simulation` and `roles`
+    switch on the spec-only half of the pipeline (absent: executable environments only)."""
 
     model_config = ConfigDict(extra="forbid")
     envs: list[str] = Field(min_length=1)
@@ -39,6 +58,10 @@ class AgenticConfig(BaseModel):
     agent_missing_tool_prob: float = Field(ge=0, le=1)
     max_turns: int = Field(ge=2)
     test_fraction: float = Field(ge=0, lt=1)
+    num_shards: int | None = Field(default=None, ge=1, description="trajectory shards to fan out; None: one")
+    repository: RepositoryConfig | None = None
+    simulation: SimulationConfig | None = None
+    roles: RolesConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AgenticConfig:
@@ -52,7 +75,118 @@ class AgenticConfig(BaseModel):
             raise ValueError(f"min_goals ({self.min_goals}) must be <= max_goals ({self.max_goals})")
         if self.p_transient + self.p_edge > 1:
             raise ValueError("p_transient + p_edge must be <= 1")
+        if self.simulation is not None and self.repository is None:
+            raise ValueError("simulation needs a repository section (the tools the agents use)")
         return self
+
+
+class EnvJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: Task
+    index: int
+    persona: str
+    gold_hash: str
+
+
+class SimJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: SimTask
+    index: int
+
+
+class Shard(BaseModel):
+    """A slice of trajectory jobs with everything needed to run them anywhere (tools travel with the shard)."""
+
+    model_config = ConfigDict(extra="forbid")
+    shard_id: int
+    seed: int
+    env_jobs: list[EnvJob]
+    sim_jobs: list[SimJob]
+    tools: list[RepoTool]
+
+
+class ShardResult(BaseModel):
+    """Kept SFT rows and the counters that merge into the stage statistics."""
+
+    model_config = ConfigDict(extra="forbid")
+    env_rows: list[dict[str, str]]
+    sim_rows: list[dict[str, str]]
+    env: dict[str, dict[str, float]]
+    sim: dict[str, dict[str, float]]
+    llm: dict[str, int]
+
+
+class ToolPlan(BaseModel):
+    """Everything decided before any trajectory runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[Task]
+    tools: list[RepoTool]
+    agents: list[RepoAgent]
+    sim_tasks: list[SimTask]
+    shards: list[Shard]
+    repository_report: dict[str, Any]
+    sim_tasks_skipped: int
+
+
+Backends = Mapping[str, ChatBackend]
+
+
+def role_backend(cfg: AgenticConfig, role: str, backends: Backends | None) -> ChatBackend | None:
+    """The backend params name for `role`, or None (offline rule-based role); a name without a backend is an error."""
+    name = getattr(cfg.roles, role) if cfg.roles else None
+    if name is None:
+        return None
+    if not backends or name not in backends:
+        raise ValueError(f"role {role} names backend {name!r}, but only {sorted(backends or {})} were provided")
+    return backends[name]
+
+
+def role_asker(cfg: AgenticConfig, role: str, backends: Backends | None, seed: int) -> JsonAsker | None:
+    """A strict-JSON asker on the role's backend, or None when the role stays offline."""
+    backend = role_backend(cfg, role, backends)
+    if backend is None or cfg.roles is None:
+        return None
+    return JsonAsker(backend, cfg.roles.json_retries, cfg.roles.temperature, cfg.roles.max_tokens, seed)
+
+
+def plan_tool_data(cfg: AgenticConfig, seed: int, backends: Backends | None = None) -> ToolPlan:
+    """Tasks for the environments, the tool repository, agents and simulated-tool tasks, cut into shards."""
+    tasks = generate_tasks(cfg.envs, cfg.num_tasks, cfg.min_goals, cfg.max_goals, cfg.personas, cfg.test_fraction, seed)
+    train = [t for t in tasks if t.split == "train"]
+    env_jobs = [EnvJob(task=t, index=j, persona=cfg.personas[(i + j) % len(cfg.personas)], gold_hash=gold_hash(t))
+                for i, t in enumerate(train) for j in range(cfg.trajectories_per_task)]
+    tools: list[RepoTool] = []
+    agents: list[RepoAgent] = []
+    sim_tasks: list[SimTask] = []
+    report: dict[str, Any] = {}
+    if cfg.repository is not None:
+        tools, report = build_repository(cfg.repository, seed, role_asker(cfg, "tool_generator", backends, seed))
+    sim = cfg.simulation
+    by_name = {t.name: t for t in tools}
+    skipped = 0
+    if sim is not None:
+        if not tools:
+            raise ValueError("simulation needs at least one tool in the repository")
+        agents = sample_agents(tools, sim.num_agents, sim.min_agent_tools, sim.max_agent_tools, seed)
+        rng = random.Random(f"{seed}:sim-tasks")
+        for i in range(sim.num_tasks):
+            task = generate_sim_task(agents[i % len(agents)], by_name, f"sim-{seed}-{i:05d}", rng.randrange(2**31),
+                                     sim.max_steps, cfg.personas[i % len(cfg.personas)])
+            if task is None:
+                skipped += 1  # no tool of the agent accepted synthesized arguments
+            else:
+                sim_tasks.append(task)
+    sim_jobs = [SimJob(task=t, index=j) for t in sim_tasks for j in range(sim.trajectories_per_task)] if sim else []
+    n = cfg.num_shards or 1
+    shards = []
+    for k in range(n):
+        mine = sim_jobs[k * len(sim_jobs) // n:(k + 1) * len(sim_jobs) // n]
+        needed = dict.fromkeys(name for job in mine for name in job.task.agent.tools)
+        shards.append(Shard(shard_id=k, seed=seed, env_jobs=env_jobs[k * len(env_jobs) // n:(k + 1) * len(env_jobs) // n],
+                            sim_jobs=mine, tools=[by_name[x] for x in needed]))
+    return ToolPlan(tasks=tasks, tools=tools, agents=agents, sim_tasks=sim_tasks, shards=shards, repository_report=report,
+                    sim_tasks_skipped=skipped)
 
 
 def rollout_scripted(task: Task, cfg: AgenticConfig, seed: str, persona: str) -> tuple[Episode, str]:
@@ -67,49 +201,140 @@ def rollout_scripted(task: Task, cfg: AgenticConfig, seed: str, persona: str) ->
     return run_episode(env, agent, user, profile.system_prompt, profile.tools, cfg.max_turns), profile.name
 
 
-def generate_tool_data(cfg: AgenticConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Tasks for all splits, judged SFT trajectories for the train split, and per-filter pass statistics."""
-    tasks = generate_tasks(cfg.envs, cfg.num_tasks, cfg.min_goals, cfg.max_goals, cfg.personas, cfg.test_fraction, seed)
-    tasks_df = pd.DataFrame([task_to_row(t) for t in tasks], columns=TASK_COLUMNS)
-    train = [t for t in tasks if t.split == "train"]
-    first_fail: Counter[str] = Counter()
-    passed_each: Counter[str] = Counter()
-    faults: Counter[str] = Counter()
-    rewards = 0.0
-    rows = []
-    jobs = [(i, t, j) for i, t in enumerate(train) for j in range(cfg.trajectories_per_task)]
-    hashes = {t.task_id: gold_hash(t) for t in train}
-    for i, task, j in tqdm(jobs, desc="tool trajectories", unit="traj"):
-        persona = cfg.personas[(i + j) % len(cfg.personas)]
-        episode, agent_name = rollout_scripted(task, cfg, f"{seed}:{task.task_id}:{j}", persona)
-        verdict = judge_episode(task, episode, hashes[task.task_id])
-        faults.update(r.outcome for r in episode.calls)
-        rewards += verdict.reward
-        passed_each.update(f for f, ok in verdict.checks.items() if ok)
-        first_fail[verdict.first_failure or "kept"] += 1
+def rollout_simulated(task: SimTask, tools: dict[str, RepoTool], sim: SimulationConfig, seed: str, engine: Engine,
+                      user_backend: ChatBackend | None, roles: RolesConfig | None) -> Episode:
+    """One trajectory of the plan agent on the stateful simulator (fresh world, modes seeded by the trajectory id)."""
+    rng = random.Random(seed)
+    world = SimWorld([tools[n] for n in task.agent.tools], engine, ModeInjector(sim.p_error, sim.p_partial, sim.p_edge, rng.randrange(2**31)))
+    agent = PlanAgent(task.plan, sim.max_retries, sim.agent_wrong_arg_prob, rng)
+    if user_backend is not None and roles is not None:
+        user: Any = LLMUser(user_backend, task.instruction, task.persona, rng.randrange(2**31), roles.temperature, roles.max_tokens)
+    else:
+        user = RequestUser(task.instruction, task.persona)
+    return run_episode(world, agent, user, task.agent.system_prompt, task.agent.tools, sim.max_turns)
+
+
+def _tally(counters: dict[str, Counter], checks: dict[str, bool], first: str | None, reward: float, episode: Episode) -> None:
+    counters["passed"].update(f for f, ok in checks.items() if ok)
+    counters["first_failure"][first or "kept"] += 1
+    counters["outcomes"].update(r.outcome for r in episode.calls)
+    counters["totals"].update(generated=1, reward=reward)
+
+
+def _row(example_id: str, episode: Episode) -> dict[str, str]:
+    return {"example_id": example_id, "source": "tool", "messages": json.dumps(episode.messages), "tools": json.dumps(episode.tools)}
+
+
+def run_shard(cfg: AgenticConfig, shard: Shard, backends: Backends | None = None) -> ShardResult:
+    """Roll out and judge every job of the shard; keep the rows that pass every filter."""
+    env_c: dict[str, Counter] = {k: Counter() for k in ("passed", "first_failure", "outcomes", "totals")}
+    sim_c: dict[str, Counter] = {k: Counter() for k in ("passed", "first_failure", "outcomes", "totals")}
+    env_rows, sim_rows = [], []
+    for job in shard.env_jobs:
+        episode, _ = rollout_scripted(job.task, cfg, f"{shard.seed}:{job.task.task_id}:{job.index}", job.persona)
+        verdict = judge_episode(job.task, episode, job.gold_hash)
+        _tally(env_c, verdict.checks, verdict.first_failure, verdict.reward, episode)
         if verdict.passed:
-            rows.append({
-                "example_id": f"tool-{task.task_id}-{j}",
-                "source": "tool",
-                "messages": json.dumps(episode.messages),
-                "tools": json.dumps(episode.tools),
-            })
-    generated = len(jobs)
+            env_rows.append(_row(f"tool-{job.task.task_id}-{job.index}", episode))
+    tools = {t.name: t for t in shard.tools}
+    sim_asker = role_asker(cfg, "tool_simulator", backends, shard.seed)
+    judge_asker = role_asker(cfg, "judge", backends, shard.seed)
+    judge = LLMJudge(judge_asker, cfg.roles.judge_votes) if judge_asker and cfg.roles else None
+    user_backend = role_backend(cfg, "user", backends)
+    votes_yes = votes_total = 0
+    for sjob in shard.sim_jobs:
+        assert cfg.simulation is not None
+        seed = f"{shard.seed}:{sjob.task.task_id}:{sjob.index}"
+        engine: Engine = LLMEngine(sim_asker, sjob.task.seed + sjob.index) if sim_asker else RuleEngine()
+        episode = rollout_simulated(sjob.task, tools, cfg.simulation, seed, engine, user_backend, cfg.roles)
+        verdict, votes = judge_sim_episode(sjob.task, episode, judge, sjob.task.seed + sjob.index)
+        votes_total += len(votes)
+        votes_yes += sum(1 for v in votes if v["passed"])
+        _tally(sim_c, verdict.checks, verdict.first_failure, verdict.reward, episode)
+        if verdict.passed:
+            sim_rows.append(_row(f"tool-{sjob.task.task_id}-{sjob.index}", episode))
+    llm = {"judge_votes": votes_total, "judge_votes_passed": votes_yes}
+    for role, asker in (("tool_simulator", sim_asker), ("judge", judge_asker)):
+        if asker is not None:
+            llm.update({f"{role}_calls": asker.calls, f"{role}_failures": asker.failures,
+                        f"{role}_prompt_tokens": asker.prompt_tokens, f"{role}_completion_tokens": asker.completion_tokens})
+    as_dict = lambda c: {k: dict(v) for k, v in c.items()}  # noqa: E731
+    return ShardResult(env_rows=env_rows, sim_rows=sim_rows, env=as_dict(env_c), sim=as_dict(sim_c), llm=llm)
+
+
+def _filter_stats(counts: dict[str, Counter], filters: Sequence[str], kept: int) -> dict[str, Any]:
+    generated = int(counts["totals"]["generated"])
     survivors, cascade = generated, {}
-    for f in FILTERS:
-        survivors -= first_fail[f]
+    for f in filters:
+        survivors -= counts["first_failure"][f]
         cascade[f] = survivors / generated if generated else 0.0
-    stats = {
-        "tasks": len(tasks),
-        "train_tasks": len(train),
-        "test_tasks": len(tasks) - len(train),
+    return {
         "generated": generated,
-        "kept": len(rows),
-        "keep_rate": len(rows) / generated if generated else 0.0,
-        "mean_reward": rewards / generated if generated else 0.0,
-        "pass_rate": {f: passed_each[f] / generated if generated else 0.0 for f in FILTERS},
+        "kept": kept,
+        "keep_rate": kept / generated if generated else 0.0,
+        "mean_reward": counts["totals"]["reward"] / generated if generated else 0.0,
+        "pass_rate": {f: counts["passed"][f] / generated if generated else 0.0 for f in filters},
         "cumulative_pass_rate": cascade,
-        "first_failure": {f: first_fail[f] for f in FILTERS},
-        "tool_call_outcomes": {o: faults[o] for o in ("ok", "transient", "edge", "invalid")},
+        "first_failure": {f: counts["first_failure"][f] for f in filters},
+        "tool_call_outcomes": {o: counts["outcomes"][o] for o in OUTCOMES},
     }
+
+
+def merge_shards(cfg: AgenticConfig, plan: ToolPlan, results: Sequence[ShardResult]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Environment rows then simulated-tool rows, each in shard order (so sharding never reorders), and the
+    counters summed into the stage statistics."""
+    tasks_df = pd.DataFrame([task_to_row(t) for t in plan.tasks], columns=TASK_COLUMNS)
+    env_rows = [r for res in results for r in res.env_rows]
+    rows = env_rows + [r for res in results for r in res.sim_rows]
+    env_c: dict[str, Counter] = {k: sum((Counter(res.env[k]) for res in results), Counter()) for k in ("passed", "first_failure", "outcomes", "totals")}
+    sim_c: dict[str, Counter] = {k: sum((Counter(res.sim[k]) for res in results), Counter()) for k in ("passed", "first_failure", "outcomes", "totals")}
+    train = sum(1 for t in plan.tasks if t.split == "train")
+    env_kept = len(env_rows)
+    stats: dict[str, Any] = {"tasks": len(plan.tasks), "train_tasks": train, "test_tasks": len(plan.tasks) - train,
+                             **_filter_stats(env_c, FILTERS, env_kept)}
+    stats["tool_call_outcomes"] = {o: stats["tool_call_outcomes"][o] for o in ("ok", "transient", "edge", "invalid")}
+    if cfg.simulation is not None:
+        filters = LLM_FILTERS if cfg.roles and cfg.roles.judge else RULE_FILTERS
+        llm = {k: sum(res.llm.get(k, 0) for res in results) for k in dict.fromkeys(k for res in results for k in res.llm)}
+        stats["simulated"] = {"agents": len(plan.agents), "tasks": len(plan.sim_tasks), "tasks_skipped": plan.sim_tasks_skipped,
+                              **_filter_stats(sim_c, filters, len(rows) - env_kept), "llm": llm}
+    if plan.repository_report:
+        stats["repository"] = plan.repository_report
+    stats["judged_total"] = stats["generated"] + stats.get("simulated", {}).get("generated", 0)
+    stats["kept_total"] = len(rows)
     return tasks_df, pd.DataFrame(rows, columns=SFT_COLUMNS), stats
+
+
+ShardMapper = Callable[[Sequence[Shard]], list[ShardResult]]
+AGENT_COLUMNS = ["agent_id", "category", "domain", "system_prompt", "tools"]
+
+
+@dataclass
+class ToolDatasets:
+    """All tables of the agentic pipeline: tool_tasks and sft rows (docs/contracts.md), the tool repository
+    (`repository.TOOL_COLUMNS`), the agents, and the statistics."""
+
+    tasks: pd.DataFrame
+    sft: pd.DataFrame
+    tools: pd.DataFrame
+    agents: pd.DataFrame
+    stats: dict[str, Any]
+
+
+def generate_tool_datasets(cfg: AgenticConfig, seed: int, backends: Backends | None = None,
+                           mapper: ShardMapper | None = None) -> ToolDatasets:
+    """Plan, run every shard through `mapper` (default: one after another in this process; `tasks/agentic.py`
+    maps them as Prefect tasks) and merge."""
+    plan = plan_tool_data(cfg, seed, backends)
+    run = mapper or (lambda shards: [run_shard(cfg, s, backends) for s in shards])
+    tasks_df, sft_df, stats = merge_shards(cfg, plan, run(plan.shards))
+    agents = pd.DataFrame([{"agent_id": a.name, "category": a.category, "domain": a.domain, "system_prompt": a.system_prompt,
+                            "tools": json.dumps(a.tools)} for a in plan.agents], columns=AGENT_COLUMNS)
+    return ToolDatasets(tasks_df, sft_df, tools_frame(plan.tools), agents, stats)
+
+
+def generate_tool_data(cfg: AgenticConfig, seed: int, backends: Backends | None = None,
+                       mapper: ShardMapper | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Tasks for all splits, judged SFT trajectories (environments and simulated tools) and per-filter statistics."""
+    data = generate_tool_datasets(cfg, seed, backends, mapper)
+    return data.tasks, data.sft, data.stats

@@ -91,3 +91,29 @@ def mentioned(value: str, user_texts: list[str]) -> bool:
     """Whether a slot value has been said by the user (whole-word, case-insensitive)."""
     pattern = re.compile(rf"(?<![\w.@-]){re.escape(value.lower())}(?![\w@-])")
     return any(pattern.search(t.lower()) for t in user_texts)
+
+
+class RequestUser:
+    """A scripted user for simulated-tool tasks: states the whole request in a persona's style, repeats it when
+    asked a question, and stops once the agent has reported back."""
+
+    OPENERS = {"terse": "{req}", "chatty": "Hi! Hope you're well. Could you help me with something? {req} Thanks a lot!",
+               "guarded": "Hello. I need the following done. {req}"}
+
+    def __init__(self, instruction: str, persona: str) -> None:
+        if persona not in PERSONAS:
+            raise ValueError(f"unknown persona {persona!r}; choose from {PERSONAS}")
+        self.request = instruction.removeprefix("You want the assistant to do the following, in order: ").split(". Give these")[0]
+        self.persona = persona
+        self.done = False
+        self.strikes = 0
+
+    def first_message(self) -> str:
+        return self.OPENERS[self.persona].format(req=f"Please {self.request}.")
+
+    def reply(self, agent_text: str) -> str:
+        if "?" in agent_text and "anything else" not in agent_text.lower() and self.strikes < MAX_STRIKES:
+            self.strikes += 1
+            return f"As I said: please {self.request}."
+        self.done = True
+        return STOP

@@ -5,6 +5,11 @@ explains every step (order of operations, Euclid's algorithm, the worked reasoni
 problems) and ends with `\\boxed{answer}`, where `answer` is reasoning-gym's gold answer string, so
 notes can be checked with `math_verify` and with the generator's own `score_answer`.
 Questions are deduplicated before splitting, so train / rl / test never share a question.
+
+With a chat backend, `llm_notes` asks a model for the note instead (restate, explain each step,
+conclude). A model's note is used only when its last boxed answer verifies against the gold answer
+(`k2core.rl.rewards.answers_match`: math-verify); the box is then rewritten to the gold string, so
+every note still ends with `\\boxed{answer}`. Otherwise the deterministic note stays.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
+
+from k2core.chat.tokens import SPECIAL_TOKENS
+from k2core.llm import ChatBackend, ChatRequest
 
 MATH_COLUMNS = ["problem_id", "generator", "question", "answer", "note", "split"]
 SPLITS = ("train", "rl", "test")
@@ -52,6 +60,26 @@ class MathConfig(BaseModel):
         if self.rl_fraction + self.test_fraction > 1:
             raise ValueError(f"rl_fraction + test_fraction must be <= 1, got {self.rl_fraction} + {self.test_fraction}")
         return self
+
+
+class LLMNotesConfig(BaseModel):
+    """Model-written notes for the first `max_problems` train-split problems (others keep worked notes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field(min_length=1)  # a name in `synth.llm`
+    max_problems: int = Field(ge=0)
+    max_tokens: int = Field(ge=1)
+    temperature: float = Field(ge=0)
+    verify_timeout_s: float = Field(gt=0)
+
+
+NOTE_ATTEMPT_COLUMNS = ["problem_id", "backend", "llm_note", "boxed", "verified"]
+_NOTE_SYSTEM = (
+    "You write learning notes that teach how to solve a math problem. First restate the problem in your own "
+    "words, then explain every step of the solution and why it is taken, then state the conclusion. End with "
+    "the final answer as \\boxed{answer}."
+)
 
 
 class AnswerMismatch(ValueError):
@@ -259,3 +287,51 @@ def build_math(cfg: MathConfig, seed: int) -> tuple[pd.DataFrame, dict[str, int]
     for split in SPLITS:
         stats[f"math_{split}"] = int((frame["split"] == split).sum())
     return frame, stats
+
+
+def note_prompt(question: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": _NOTE_SYSTEM}, {"role": "user", "content": question}]
+
+
+def canonical_note(note: str, answer: str, timeout_s: float) -> str | None:
+    """`note` cut after its last box, the box holding the gold `answer`; None when the boxed value is wrong."""
+    from k2core.rl.rewards import answers_match
+
+    value = boxed_answer(note)
+    if any(t in note for t in SPECIAL_TOKENS) or value is None or not value.strip():
+        return None
+    if not answers_match(answer, value, timeout_s):
+        return None
+    return note[: note.rfind("\\boxed{")].rstrip() + " " + boxed(answer)
+
+
+def llm_notes(math: pd.DataFrame, backend: ChatBackend, cfg: LLMNotesConfig, seed: int
+              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Replace the notes of the first `cfg.max_problems` train problems by verified model notes.
+
+    Returns the updated table, one attempt row per problem asked (`NOTE_ATTEMPT_COLUMNS`) and counts.
+    """
+    math = math.copy()
+    attempts = []
+    for index in math.index[math["split"] == "train"][: cfg.max_problems]:
+        row = math.loc[index]
+        request = ChatRequest(messages=note_prompt(row["question"]), temperature=cfg.temperature,
+                              seed=generator_seed(seed, row["problem_id"]), max_tokens=cfg.max_tokens)
+        text = (backend.complete(request).message.get("content") or "").strip()
+        note = canonical_note(text, row["answer"], cfg.verify_timeout_s)
+        if note is not None:
+            math.at[index, "note"] = note
+        attempts.append({"problem_id": row["problem_id"], "backend": backend.backend_id, "llm_note": text,
+                         "boxed": boxed_answer(text), "verified": note is not None})
+    table = attempt_table(attempts)
+    verified = int(table["verified"].sum())
+    stats = {"math_llm_notes_asked": len(table), "math_llm_notes_verified": verified,
+             "math_llm_notes_rejected": len(table) - verified,
+             "math_llm_notes_no_box": int(table["boxed"].isna().sum())}
+    return math, table, stats
+
+
+def attempt_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """`math_note_attempts` rows with the contract's dtypes (also when there are none); `boxed` may be null."""
+    return pd.DataFrame(rows, columns=NOTE_ATTEMPT_COLUMNS).astype(
+        {"problem_id": str, "backend": str, "llm_note": str, "boxed": object, "verified": bool})

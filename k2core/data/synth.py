@@ -1,22 +1,29 @@
 """The synth stage: pretraining corpus, math problems with notes, tool-use tasks and SFT rows.
 
-Writes the four datasets of docs/contracts.md into `out_dir` (local or s3://). Math notes of the train
+Writes the datasets of docs/contracts.md into `out_dir` (local or s3://). Math notes of the train
 split also enter the corpus (`kind="math_note"`); rl and test notes never do, so pretraining cannot
-see evaluation answers.
+see evaluation answers. Rephrased text documents (`kind="rephrased"`) join the corpus after fidelity
+checks; their per-chunk scores go to `rephrased_chunks.parquet` and a histogram to
+`reports/rephrase_similarity.png`. LLM roles name backends of the `llm` mapping; none means offline.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from k2core.agentic import AgenticConfig, generate_tool_data
+from k2core.agentic import AgenticConfig
+from k2core.agentic.generate import ShardMapper, generate_tool_datasets
 from k2core.data.corpus import CORPUS_COLUMNS, CorpusConfig, build_text_corpus, clean_text, content_key, deduplicate
-from k2core.data.math_notes import MathConfig, build_math
-from k2core.storage import write_parquet
+from k2core.data.fidelity import FidelityChecker, plot_similarity, summarize
+from k2core.data.math_notes import LLMNotesConfig, MathConfig, attempt_table, build_math, llm_notes
+from k2core.data.rephrase import LLMRephraser, Rephraser, RephraseConfig, RuleRephraser, chunk_table, rephrase_corpus
+from k2core.llm import ChatBackend, LLMConfig, make_backend
+from k2core.storage import open_uri, write_parquet
 
 SFT_COLUMNS = ["example_id", "source", "messages", "tools"]
 
@@ -30,6 +37,25 @@ class SynthConfig(BaseModel):
     corpus: CorpusConfig
     math: MathConfig
     agentic: AgenticConfig
+    rephrase: RephraseConfig | None = None  # None: no rephrased documents
+    llm_notes: LLMNotesConfig | None = None  # None: worked (deterministic) notes only
+    llm: dict[str, LLMConfig] = Field(default_factory=dict)  # named backends that roles refer to
+
+    @model_validator(mode="after")
+    def _known_backends(self) -> SynthConfig:
+        roles = self.agentic.roles
+        named = [self.rephrase and self.rephrase.backend, self.rephrase and self.rephrase.judge,
+                 self.llm_notes and self.llm_notes.backend,
+                 *((roles.tool_generator, roles.user, roles.tool_simulator, roles.judge) if roles else ())]
+        unknown = sorted({n for n in named if n} - set(self.llm))
+        if unknown:
+            raise ValueError(f"backends {unknown} are not defined in synth.llm (defined: {sorted(self.llm)})")
+        return self
+
+
+def build_backends(cfg: SynthConfig) -> dict[str, ChatBackend]:
+    """Every backend named in `synth.llm` (roles of this stage and of `agentic` refer to them by name)."""
+    return {name: make_backend(llm) for name, llm in sorted(cfg.llm.items())}
 
 
 def join_uri(directory: str, name: str) -> str:
@@ -74,27 +100,73 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
         out[prefix] = value
 
 
-def run_synth(cfg: SynthConfig, out_dir: str) -> dict[str, float]:
-    """Build and write corpus, math, tool_tasks and sft parquet files; returns flat counts for metrics."""
+def rephrase_step(cfg: SynthConfig, text: pd.DataFrame, backends: dict[str, ChatBackend]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Rephrased documents, the per-chunk table and fidelity metrics (empty when rephrasing is off)."""
+    rc = cfg.rephrase
+    if rc is None or rc.max_chunks == 0:
+        return pd.DataFrame(columns=CORPUS_COLUMNS), chunk_table([]), {}
+    from k2core.data.embeddings import minilm  # loads sentence-transformers only when rephrasing
+
+    rephraser: Rephraser = LLMRephraser(backends[rc.backend], rc) if rc.backend else RuleRephraser()
+    checker = FidelityChecker(minilm(), rc.min_similarity, backends[rc.judge] if rc.judge else None)
+    docs, chunks, timing = rephrase_corpus(text, rc, rephraser, checker, cfg.seed)
+    return docs, chunks, {**summarize(chunks), **timing}
+
+
+def write_similarity_plot(chunks: pd.DataFrame, threshold: float, out_dir: str) -> None:
+    """`reports/rephrase_similarity.png` under `out_dir`, for the synth stage's MLflow run to log."""
+    if chunks.empty:
+        return
+    with open_uri(join_uri(out_dir, "reports/rephrase_similarity.png"), "wb") as handle:
+        handle.write(plot_similarity(chunks, threshold))
+
+
+def run_synth(
+    cfg: SynthConfig,
+    out_dir: str,
+    backends: dict[str, ChatBackend] | None = None,
+    mapper_factory: Callable[[AgenticConfig, dict[str, ChatBackend]], ShardMapper] | None = None,
+) -> dict[str, float]:
+    """Build and write corpus, math, tool_tasks, sft, rephrased_chunks, math_note_attempts, tool_specs and agents
+    parquet files (plus the fidelity histogram); returns flat counts for metrics. `backends` overrides
+    `build_backends(cfg)`; `mapper_factory` decides where trajectory shards run (the synth flow maps them as
+    Prefect tasks; default: one after another in this process)."""
     stats: dict[str, float] = {}
+    backends = build_backends(cfg) if backends is None else backends
     text, corpus_stats = build_text_corpus(cfg.corpus)
     math, math_stats = build_math(cfg.math, cfg.seed)
-    corpus, duplicates = deduplicate(pd.concat([text, math_documents(math)], ignore_index=True))
-    tool_tasks, tool_sft, tool_stats = generate_tool_data(cfg.agentic, cfg.seed)
-    sft = pd.concat([math_sft_rows(math), tool_sft[SFT_COLUMNS]], ignore_index=True)
+    attempts = attempt_table([])
+    if cfg.llm_notes is not None:
+        math, attempts, note_stats = llm_notes(math, backends[cfg.llm_notes.backend], cfg.llm_notes, cfg.seed)
+        math_stats.update(note_stats)
+    rephrased, chunks, rephrase_stats = rephrase_step(cfg, text, backends)
+    corpus, duplicates = deduplicate(pd.concat([text, math_documents(math), rephrased], ignore_index=True))
+    mapper = mapper_factory(cfg.agentic, backends) if mapper_factory else None
+    tool = generate_tool_datasets(cfg.agentic, cfg.seed, backends=backends, mapper=mapper)
+    tool_tasks, tool_stats = tool.tasks, tool.stats
+    sft = pd.concat([math_sft_rows(math), tool.sft[SFT_COLUMNS]], ignore_index=True)
 
     write_parquet(corpus[CORPUS_COLUMNS], join_uri(out_dir, "corpus.parquet"))
     write_parquet(math, join_uri(out_dir, "math.parquet"))
     write_parquet(tool_tasks, join_uri(out_dir, "tool_tasks.parquet"))
     write_parquet(sft, join_uri(out_dir, "sft.parquet"))
+    write_parquet(chunks, join_uri(out_dir, "rephrased_chunks.parquet"))
+    write_parquet(attempts, join_uri(out_dir, "math_note_attempts.parquet"))
+    write_parquet(tool.tools, join_uri(out_dir, "tool_specs.parquet"))
+    write_parquet(tool.agents, join_uri(out_dir, "agents.parquet"))
+    if cfg.rephrase is not None:
+        write_similarity_plot(chunks, cfg.rephrase.min_similarity, out_dir)
 
     stats.update(corpus_stats)
     stats.update(math_stats)
+    stats.update(rephrase_stats)
     _flatten("agentic", tool_stats, stats)
     stats.update(
         corpus_docs=len(corpus),
         corpus_chars=int(corpus["text"].str.len().sum()),
         corpus_math_notes=int((corpus["kind"] == "math_note").sum()),
+        corpus_rephrased=int((corpus["kind"] == "rephrased").sum()),
         corpus_duplicates_dropped=duplicates,
         math_rows=len(math),
         tool_tasks=len(tool_tasks),

@@ -4,6 +4,7 @@ from k2core.validation.records import declared_calls_error, messages_error, tool
 from k2core.validation.schemas import SCHEMAS
 from k2core.validation.validate import (
     DATASETS,
+    OPTIONAL_DATASETS,
     RejectThresholdError,
     ValidateConfig,
     ValidationReport,
@@ -14,6 +15,7 @@ from k2core.validation.validate import (
 
 __all__ = [
     "DATASETS",
+    "OPTIONAL_DATASETS",
     "SCHEMAS",
     "RejectThresholdError",
     "ValidateConfig",

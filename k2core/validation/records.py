@@ -8,6 +8,7 @@ rendering them in K2's wire format. Tool parameter schemas must be valid JSON Sc
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import jsonschema
@@ -149,6 +150,16 @@ def messages_error(value: Any) -> str | None:
 
 def tools_error(value: Any) -> str | None:
     """Why `value` is not a JSON list of OpenAI tool specs with valid JSON-Schema parameters, or None."""
+    # Rows of one environment share their tools string: check each distinct string once.
+    return _tools_error_of_text(value) if isinstance(value, str) else _tools_error(value)
+
+
+@lru_cache(maxsize=4096)
+def _tools_error_of_text(value: str) -> str | None:
+    return _tools_error(value)
+
+
+def _tools_error(value: Any) -> str | None:
     raw, error = _load(value, "tools")
     if error:
         return error

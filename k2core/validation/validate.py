@@ -15,11 +15,16 @@ import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from k2core.storage import exists, filesystem, read_parquet, write_parquet, write_text
+from k2core.validation.chat_polars import find_chat_failures
 from k2core.validation.schemas import RULES, SCHEMAS
 
-DatasetName = Literal["corpus", "math", "tool_tasks", "sft"]
-DATASETS: tuple[DatasetName, ...] = ("corpus", "math", "tool_tasks", "sft")
+DatasetName = Literal["corpus", "math", "tool_tasks", "sft", "rephrased_chunks", "math_note_attempts", "tool_specs",
+                      "agents"]
+DATASETS: tuple[DatasetName, ...] = ("corpus", "math", "tool_tasks", "sft")  # every synth run writes these
+OPTIONAL_DATASETS: tuple[DatasetName, ...] = (  # validated when present
+    "rephrased_chunks", "math_note_attempts", "tool_specs", "agents")
 REPORT_COLUMNS = ["file", "row_index", "field", "check", "reason"]
+Engine = Literal["pandas", "polars"]
 _SHOWN_IN_MARKDOWN = 50
 
 
@@ -30,6 +35,7 @@ class ValidateConfig(BaseModel):
 
     max_reject_fraction: float = Field(ge=0, le=1)
     per_dataset: dict[DatasetName, float] = Field(default_factory=dict)  # overrides by dataset name
+    chat_engine: Engine = "pandas"  # "polars": vectorised checks of the sft chat columns (same report)
 
     def threshold(self, name: DatasetName) -> float:
         return self.per_dataset.get(name, self.max_reject_fraction)
@@ -68,8 +74,7 @@ def _reason(
     """The blamed field and a readable reason for one pandera failure case."""
     rule = RULES.get(check)
     if rule is not None and row is not None:
-        values = [frame.at[row, c] for c in rule.columns]
-        return rule.field, rule.explain(*values) or f"{check} failed"
+        return rule.field, rule.reason(frame, row) or f"{check} failed"
     file_level = check in ("column_in_dataframe", "column_in_schema")
     field = str(case) if file_level or column is None else column
     if check == "not_nullable":
@@ -77,7 +82,7 @@ def _reason(
     if check == "field_uniqueness":
         return field, f"duplicate value {str(case)[:80]!r}: an earlier row already has it"
     if check.startswith("dtype("):
-        return field, f"expected a string, got {case!r} ({check})"
+        return field, f"expected {check[7:-2] or 'another type'}, got {case!r}"
     if check == "column_in_dataframe":
         return field, f"column {case!r} required by the {name} contract is missing from the file"
     if check == "column_in_schema":
@@ -85,8 +90,13 @@ def _reason(
     return field, f"{check} failed for value {str(case)[:80]!r}"
 
 
-def find_failures(name: str, frame: pd.DataFrame, file: str) -> pd.DataFrame:
-    """One report row per (row, field, check) that fails `name`'s schema; frame must have a RangeIndex."""
+def find_failures(name: str, frame: pd.DataFrame, file: str, engine: Engine = "pandas") -> pd.DataFrame:
+    """One report row per (row, field, check) that fails `name`'s schema; frame must have a RangeIndex.
+
+    `engine="polars"` checks chat datasets (sft) with vectorised polars expressions instead of pydantic.
+    """
+    if engine == "polars" and name == "sft":
+        return find_chat_failures(frame, file)
     try:
         SCHEMAS[name].validate(frame, lazy=True)
         return pd.DataFrame(columns=REPORT_COLUMNS)
@@ -130,7 +140,8 @@ def _markdown(report: ValidationReport, failures: pd.DataFrame, threshold: float
 
 
 def validate_dataset(
-    name: str, in_uri: str, out_uri: str, quarantine_uri: str, max_reject_fraction: float | None = None
+    name: str, in_uri: str, out_uri: str, quarantine_uri: str, max_reject_fraction: float | None = None,
+    engine: Engine = "pandas",
 ) -> ValidationReport:
     """Split `in_uri` into valid rows (`out_uri`) and quarantined rows with reports next to `quarantine_uri`.
 
@@ -142,7 +153,7 @@ def validate_dataset(
     if not exists(in_uri):
         raise FileNotFoundError(f"{in_uri} does not exist; run the synth stage first")
     frame = read_parquet(in_uri).reset_index(drop=True)
-    failures = find_failures(name, frame, in_uri)
+    failures = find_failures(name, frame, in_uri, engine)
     bad_rows = sorted(set(failures["row_index"].astype(int)))
     bad = frame.index.isin(bad_rows)
     quarantined = frame[bad].copy()
@@ -193,13 +204,15 @@ def _join(directory: str, name: str) -> str:
 
 
 def validate_all(in_dir: str, out_dir: str, quarantine_dir: str, cfg: ValidateConfig) -> dict[str, Any]:
-    """Validate every dataset; raises `RejectThresholdError` listing all datasets over their threshold.
+    """Validate every dataset (optional ones when synth wrote them); raises `RejectThresholdError` listing all
+    datasets over their threshold.
 
     Returns `{"reports": {name: report}, "metrics": {f"{name}_{count}": value}}` for tracking.
     """
     reports: dict[str, ValidationReport] = {}
     errors: list[str] = []
-    for name in DATASETS:
+    present = [n for n in OPTIONAL_DATASETS if exists(_join(in_dir, f"{n}.parquet"))]
+    for name in [*DATASETS, *present]:
         try:
             reports[name] = validate_dataset(
                 name,
@@ -207,6 +220,7 @@ def validate_all(in_dir: str, out_dir: str, quarantine_dir: str, cfg: ValidateCo
                 _join(out_dir, f"{name}.parquet"),
                 _join(quarantine_dir, f"{name}.parquet"),
                 max_reject_fraction=cfg.threshold(name),
+                engine=cfg.chat_engine,
             )
         except RejectThresholdError as error:
             errors.append(str(error))
