@@ -16,11 +16,21 @@ from k2core.storage import content_digest, read_json, write_json
 from tasks.training import publish_checkpoint
 
 
+def code_digest(package: Path = Path(__file__).resolve().parents[1] / "k2core") -> str:
+    """sha256 over the library's Python sources: resume state is only valid for the code that wrote it."""
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(configs: dict[str, BaseModel], inputs: list[Path]) -> str:
-    """Identifies a training run by its configs and the bytes of its inputs."""
+    """Identifies a training run by its configs, the bytes of its inputs and the library code."""
     payload = {
         "configs": {name: cfg.model_dump(mode="json") for name, cfg in configs.items()},
         "inputs": {str(path): content_digest(path) for path in inputs},
+        "code": code_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

@@ -49,7 +49,7 @@ def _reference_muon_fp64(init: torch.Tensor, grads: list[torch.Tensor], mu: floa
 def test_bitwise_parity_with_torch_muon_in_bf16(shape):
     init = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     grads = _grads(shape, 10, seed=1)
-    ours = _run(lambda ps: Muon(ps, lr=LR, weight_decay=WD, ns_dtype=torch.bfloat16), init, grads)
+    ours = _run(lambda ps: Muon(ps, lr=LR, weight_decay=WD, ns_dtype=torch.bfloat16, batched=False), init, grads)
     ref = _run(lambda ps: torch.optim.Muon(ps, lr=LR, weight_decay=WD, adjust_lr_fn="match_rms_adamw"), init, grads)
     assert torch.equal(ours, ref)
 
@@ -143,6 +143,29 @@ def test_routing_by_name_and_shape():
     assert all(g["lr"] == LR and g["weight_decay"] == WD for g in groups)
 
 
+def test_fused_expert_gate_up_gets_its_own_two_block_muon_group():
+    from k2core.model import K2Config, K2ForCausalLM
+
+    groups = muon_param_groups(K2ForCausalLM(K2Config.preset("tiny")), lr=LR, weight_decay=WD)
+    assert [(g["use_muon"], g.get("row_blocks")) for g in groups] == [(True, 1), (True, 2), (False, None)]
+    assert all(name.endswith("mlp.experts.gate_up_proj") for name in groups[1]["param_names"])
+    assert len(groups[1]["param_names"]) == 3
+
+
+def test_row_blocks_orthogonalise_gate_and_up_as_separate_matrices():
+    """[gate; up] fused along rows with row_blocks=2 must move exactly like two unfused parameters."""
+    gen = torch.Generator().manual_seed(7)
+    fused_init, fused_grad = torch.randn(3, 32, 24, generator=gen), torch.randn(3, 32, 24, generator=gen)
+    fused = nn.Parameter(fused_init.clone())
+    fused.grad = fused_grad.clone()
+    Muon([{"params": [fused], "row_blocks": 2}], lr=LR, weight_decay=WD, ns_dtype=torch.float32).step()
+    halves = [nn.Parameter(fused_init[:, rows].clone()) for rows in (slice(0, 16), slice(16, 32))]
+    for half, rows in zip(halves, (slice(0, 16), slice(16, 32))):
+        half.grad = fused_grad[:, rows].clone()
+    Muon(halves, lr=LR, weight_decay=WD, ns_dtype=torch.float32).step()
+    torch.testing.assert_close(fused.detach(), torch.cat([h.detach() for h in halves], dim=1), rtol=1e-5, atol=1e-6)
+
+
 def test_routing_counts_on_the_tiny_k2_model():
     """tiny: 4 layers (1 dense, 3 MoE). Muon: 5 attention matrices per layer, 3 dense-MLP matrices, and per MoE
     layer the router gate, 2 expert stacks and 3 shared-expert matrices = 4*5 + 3 + 3*6 = 41. AdamW: embeddings,
@@ -150,7 +173,9 @@ def test_routing_counts_on_the_tiny_k2_model():
     from k2core.model import K2Config, K2ForCausalLM
 
     model = K2ForCausalLM(K2Config.preset("tiny"))
-    groups = {g["use_muon"]: g["param_names"] for g in muon_param_groups(model, lr=LR, weight_decay=WD)}
+    groups = {True: [], False: []}
+    for g in muon_param_groups(model, lr=LR, weight_decay=WD):
+        groups[g["use_muon"]] += g["param_names"]
     assert len(groups[True]) == 41 and len(groups[False]) == 19
     assert sum(name.endswith("mlp.gate.weight") for name in groups[True]) == 3
     assert sum(name.endswith("experts.gate_up_proj") for name in groups[True]) == 3

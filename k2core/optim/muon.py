@@ -4,7 +4,9 @@ Muon groups: momentum, Nesterov, Newton-Schulz orthogonalisation (5 steps, coeff
 (3.4445, -4.7750, 2.0315) on X/||X||_F, transposed when rows > cols), update scaled by
 0.2*sqrt(max(n, m)) so Muon's update RMS matches AdamW's and both reuse one lr and wd,
 decoupled weight decay `W *= 1 - lr*wd` with the *unscaled* lr (Moonlight Eq. 4, K2 Alg. 1).
-3-D expert stacks (E, n, m) are orthogonalised per expert in one batched iteration.
+3-D expert stacks (E, n, m) are orthogonalised per expert in one batched iteration. A group's
+`row_blocks=k` splits each parameter's rows into k matrices (fused [gate; up] experts) that are
+orthogonalised and lr-scaled as if unfused.
 
 Groups flagged `use_muon=False` get AdamW (betas (0.9, 0.95), eps 1e-8, same lr and wd), so
 a single optimizer object can be handed to DeepSpeed.
@@ -17,8 +19,18 @@ torch's op order lets the bf16 path be bitwise equal to `torch.optim.Muon(adjust
 max(||X||_F, eps), and X carries the (1 - mu) factor, so a matrix whose gradient norm is below about
 eps / (1 - mu) = 2e-6 is not fully normalised (seen only with extreme gradient clipping).
 
-Each matrix is orthogonalised on its own (no stacking of same-shape 2-D matrices), which keeps the
-op order of the reference; expert stacks are the batched case.
+Precision of Newton-Schulz is chosen by device (`default_ns_dtype`): fp32 on CPU (precise enough for
+the 1e-5 reference test; CPUs without native bf16 run bf16 matmuls far slower than fp32) and bf16 on
+accelerators as in the references; `ns_dtype` overrides it.
+
+With `batched=True` (the default off CPU) the matrices of a group are orthogonalised in shape buckets: every 2-D
+matrix and every expert of a 3-D stack with the same (min, max) dims is stacked, wide side last
+(a tall matrix is transposed, which transposes its update exactly), and one batched Newton-Schulz
+call runs per bucket: 3 matmul calls per iteration per bucket instead of per matrix, which matters
+where each call has a launch cost (GPUs); results equal the per-matrix path up to fp32 rounding. On CPU
+the per-matrix path is the default: there stacking costs more than batching saves. `batched=False`
+orthogonalises each parameter on its own in torch's op order: with `ns_dtype=torch.bfloat16` it is
+bitwise equal to `torch.optim.Muon`.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ def newton_schulz(
     """Approximately orthogonalise the last two dims of `update` (2-D, or 3-D batched per matrix).
 
     Returns a tensor in `dtype` with the input's shape, roughly U S' V^T with S' in about [0.7, 1.2].
+    The input is never modified.
     """
     if update.ndim not in (2, 3):
         raise ValueError(f"Newton-Schulz needs a 2-D or 3-D tensor, got shape {tuple(update.shape)}")
@@ -53,18 +66,29 @@ def newton_schulz(
     if tall:
         x = x.mT
     if x.ndim == 2:
-        x.div_(x.norm().clamp(min=eps))
+        x = x / x.norm().clamp(min=eps)
         for _ in range(steps):
             gram = x @ x.T
             poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
             x = torch.addmm(x, poly, x, beta=a)
     else:
-        x = x / torch.linalg.matrix_norm(x, keepdim=True).clamp(min=eps)
+        # Contiguous in the wide layout: a transposed (strided) bf16 stack sends bmm to a slow CPU kernel.
+        x = (x / torch.linalg.matrix_norm(x, keepdim=True).clamp(min=eps)).contiguous()
+        # Preallocated outputs: the batched iteration then allocates nothing per step.
+        gram = x.new_empty(x.size(0), x.size(1), x.size(1))
+        poly, spare = torch.empty_like(gram), torch.empty_like(x)
         for _ in range(steps):
-            gram = x @ x.mT
-            poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
-            x = torch.baddbmm(x, poly, x, beta=a)
+            torch.bmm(x, x.mT, out=gram)
+            torch.baddbmm(gram, gram, gram, beta=b, alpha=c, out=poly)
+            torch.baddbmm(x, poly, x, beta=a, out=spare)
+            x, spare = spare, x
     return x.mT if tall else x
+
+
+def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:
+    """Matmul FLOPs of `steps` Newton-Schulz iterations on one matrix: steps * (4 n^2 m + 2 n^3), n <= m."""
+    n, m = min(rows, cols), max(rows, cols)
+    return steps * (4 * n * n * m + 2 * n**3)
 
 
 def muon_lr_scale(shape: torch.Size) -> float:
@@ -72,16 +96,45 @@ def muon_lr_scale(shape: torch.Size) -> float:
     return RMS_MATCH_FACTOR * math.sqrt(max(shape[-2], shape[-1]))
 
 
-def _default_ns_dtype(device: torch.device) -> torch.dtype:
-    """fp32 on CPU (bf16 matmuls are slow and imprecise there), bf16 on accelerators as in the references."""
+def default_ns_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are slow there without native bf16, and less precise), bf16 on accelerators."""
     return torch.float32 if device.type == "cpu" else torch.bfloat16
+
+
+def default_batched(device: torch.device) -> bool:
+    """Shape buckets on accelerators (one launch per bucket); per-matrix on CPU, where the bucketed step
+    measured ~17% slower on the tiny model (stacking costs more than batching saves; docs/benchmarks-optimizer.md)."""
+    return device.type != "cpu"
+
+
+def _row_blocks_view(tensor: Tensor, blocks: int) -> Tensor:
+    """Split the rows of each matrix into `blocks` matrices: (.., r, c) -> (-1, r/blocks, c); identity for 1."""
+    if blocks == 1:
+        return tensor
+    return tensor.reshape(-1, tensor.size(-2) // blocks, tensor.size(-1))
+
+
+def _as_wide_stack(matrices: Tensor) -> Tensor:
+    """View a 2-D matrix or 3-D stack as (k, n, m) with n <= m (tall matrices transposed)."""
+    stack = matrices if matrices.ndim == 3 else matrices.unsqueeze(0)
+    return stack.mT if stack.size(-2) > stack.size(-1) else stack
+
+
+def _from_wide_stack(ortho: Tensor, like: Tensor) -> Tensor:
+    """Undo `_as_wide_stack` for one parameter's slice of a bucket."""
+    if like.size(-2) > like.size(-1):
+        ortho = ortho.mT
+    return ortho if like.ndim == 3 else ortho.squeeze(0)
 
 
 class Muon(torch.optim.Optimizer):
     """Muon for hidden matrices plus AdamW for groups flagged `use_muon=False`.
 
-    `ns_dtype=None` picks fp32 on CPU and bf16 elsewhere; pass `torch.bfloat16` for bitwise parity
-    with `torch.optim.Muon`.
+    `ns_dtype=None` picks `default_ns_dtype(param.device)`, `batched=None` picks `default_batched`.
+    `batched=True` runs one Newton-Schulz call per group of same-shape matrices; `batched=False` with
+    `ns_dtype=torch.bfloat16` is bitwise equal to `torch.optim.Muon(adjust_lr_fn="match_rms_adamw")`.
+    A group's `row_blocks=k` treats every parameter as k matrices stacked along rows (fused projections
+    such as the experts' [gate; up]), each orthogonalised and lr-scaled on its own.
     """
 
     def __init__(
@@ -94,6 +147,7 @@ class Muon(torch.optim.Optimizer):
         ns_steps: int = 5,
         ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
         ns_dtype: torch.dtype | None = None,
+        batched: bool | None = None,
         eps: float = 1e-7,
         adam_betas: tuple[float, float] = (0.9, 0.95),
         adam_eps: float = 1e-8,
@@ -110,6 +164,8 @@ class Muon(torch.optim.Optimizer):
             ns_steps=ns_steps,
             ns_coefficients=tuple(ns_coefficients),
             ns_dtype=ns_dtype,
+            batched=batched,
+            row_blocks=1,
             eps=eps,
             adam_betas=tuple(adam_betas),
             adam_eps=adam_eps,
@@ -124,6 +180,10 @@ class Muon(torch.optim.Optimizer):
                             f"Muon group holds a parameter of shape {tuple(p.shape)}; only 2-D matrices and 3-D "
                             "expert stacks can be orthogonalised. Build groups with "
                             "k2core.optim.muon_param_groups, which routes other parameters to AdamW."
+                        )
+                    if p.size(-2) % group["row_blocks"]:
+                        raise ValueError(
+                            f"row_blocks={group['row_blocks']} does not divide the rows of shape {tuple(p.shape)}"
                         )
 
     @torch.no_grad()
@@ -141,26 +201,41 @@ class Muon(torch.optim.Optimizer):
         return loss
 
     def _muon_group(self, group: dict[str, Any]) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
         lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            grad = p.grad
+        grads = [p.grad for p in params]
+        bufs = []
+        for p, grad in zip(params, grads):
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(grad)
-            buf = state["momentum_buffer"]
-            buf.lerp_(grad, 1 - mu)
-            direction = grad.lerp(buf, mu) if group["nesterov"] else buf
-            ortho = newton_schulz(
-                direction,
-                steps=group["ns_steps"],
-                coefficients=group["ns_coefficients"],
-                eps=group["eps"],
-                dtype=group["ns_dtype"] or _default_ns_dtype(p.device),
-            )
-            p.mul_(1 - lr * wd)
-            p.add_(ortho, alpha=-lr * muon_lr_scale(p.shape))
+            bufs.append(state["momentum_buffer"])
+        torch._foreach_lerp_(bufs, grads, 1 - mu)
+        directions = torch._foreach_lerp(grads, bufs, mu) if group["nesterov"] else bufs
+        torch._foreach_mul_(params, 1 - lr * wd)
+        ns_kwargs = dict(steps=group["ns_steps"], coefficients=group["ns_coefficients"], eps=group["eps"])
+        matrices = [_row_blocks_view(d, group["row_blocks"]) for d in directions]
+        batched = group["batched"] if group["batched"] is not None else default_batched(params[0].device)
+        if not batched:
+            for p, mats in zip(params, matrices):
+                ortho = newton_schulz(mats, dtype=group["ns_dtype"] or default_ns_dtype(p.device), **ns_kwargs)
+                p.add_(ortho.reshape(p.shape), alpha=-lr * muon_lr_scale(mats.shape))
+            return
+        buckets: dict[tuple[Any, ...], list[int]] = {}
+        for i, mats in enumerate(matrices):
+            rows, cols = mats.shape[-2:]
+            buckets.setdefault((min(rows, cols), max(rows, cols), mats.dtype, mats.device), []).append(i)
+        for (_, wide, _, device), members in buckets.items():
+            stacks = [_as_wide_stack(matrices[i]) for i in members]
+            dtype = group["ns_dtype"] or default_ns_dtype(device)
+            ortho = newton_schulz(torch.cat(stacks), dtype=dtype, **ns_kwargs)
+            pieces = ortho.split([s.size(0) for s in stacks])
+            updates = [
+                _from_wide_stack(piece, matrices[i]).reshape(params[i].shape) for i, piece in zip(members, pieces)
+            ]
+            torch._foreach_add_([params[i] for i in members], updates, alpha=-lr * RMS_MATCH_FACTOR * math.sqrt(wide))
 
     def _adamw_group(self, group: dict[str, Any]) -> None:
         lr, wd = group["lr"], group["weight_decay"]
