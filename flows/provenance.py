@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+
+
+def is_primary_rank() -> bool:
+    """False on the non-zero ranks a distributed launcher (deepspeed, torchrun) starts; they train but do not
+    record or publish, so one stage makes one MLflow run and one checkpoint however many ranks it has."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def git_commit(root: Path) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from flows.layout import PLOTS_DIR, STAGE_SECTIONS, metrics_path
-from flows.provenance import git_commit, prefect_tags
+from flows.provenance import git_commit, is_primary_rank, prefect_tags
 from k2core.config import load_params
 from k2core.storage import write_json
-from k2core.tracking import Tracker
+from k2core.tracking import InMemoryTracker, Tracker
 from k2core.tracking.base import RecordingTracker
 from k2core.tracking.plots import write_history
 from k2core.tracking.mlflow_tracker import open_run
@@ -49,11 +49,13 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run_stage(stage: str, body: StageBody, root: Path | None = None) -> dict[str, Any]:
-    """Run one stage body inside a tagged MLflow run and write `metrics/<stage>.json`."""
+    """Run one stage body inside a tagged MLflow run and write `metrics/<stage>.json` (rank 0 only)."""
     root = root or Path.cwd()
     params = load_params(root / "params.yaml")
     sections = STAGE_SECTIONS[stage]
     configs = {name: params.section(name) for name in sections}
+    if not is_primary_rank():
+        return body(configs, InMemoryTracker())
     tags = {
         "k2.stage": stage,
         "dvc.stage": stage,

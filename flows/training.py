@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flows import layout
+from flows.provenance import is_primary_rank
 from k2core.storage import content_digest, read_json, write_json
 from tasks.training import publish_checkpoint
 
@@ -53,7 +54,13 @@ def train_and_publish(
     tracker,
     train: Callable[[Path], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Run `train(work_dir)`, which leaves an HF folder in `work_dir/hf`, then publish it."""
+    """Run `train(work_dir)`, which leaves an HF folder in `work_dir/hf`, then publish it.
+
+    Under a distributed launcher only rank 0 prepares (and may wipe) the resume folder, before any rank can
+    read it: the others wait inside `train` at process-group initialisation, which needs rank 0 too.
+    """
+    if not is_primary_rank():
+        return train(layout.resume_dir(stage))
     work_dir = prepare_resume_dir(stage, fingerprint(configs, inputs))
     metrics = train(work_dir)
     version = publish_checkpoint(stage, work_dir / "hf", layout.checkpoint_dir(stage), tracker)
