@@ -29,12 +29,14 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flows.pipeline import pipeline
     from flows.servers import prefect_server
 
     root = Path(args.root).resolve()
     os.chdir(root)
     with prefect_server(root):
+        # Prefect reads its API URL when first imported: import the flow only once the server is up.
+        from flows.pipeline import pipeline
+
         pipeline(root=str(root), force=args.force)
     print(
         "\nBrowse the runs: `.venv/bin/k2 ui` starts the Prefect UI (flow runs of every stage) and the MLflow UI "
