@@ -39,8 +39,9 @@ def build_repository(cfg: RepositoryConfig, seed: int, generator: JsonAsker | No
     candidates = unique_names(real + live + envs + synthetic)
     vecs, method = vectors([tool_text(t) for t in candidates], cfg.dedup_method)
     mask = keep_mask(vecs, cfg.dedup_threshold)
-    # environment tools must stay: agents that mix them in rely on them, and they are not near-copies of each other
-    kept = [t for t, keep in zip(candidates, mask, strict=True) if keep or t.provenance == "env"]
+    # Executable tools (project envs, live MCP servers) stay: agents rely on them and they are not near-copies
+    # of each other.
+    kept = [t for t, keep in zip(candidates, mask, strict=True) if keep or t.provenance in ("env", "mcp_live")]
     report = {
         "mcp": mcp.report(),
         "live": live_report,

@@ -4,6 +4,13 @@ Work is planned once (`plan_tool_data`: tasks, tool repository, agents, simulate
 trajectory jobs (`Shard`, plain pydantic data), run shard by shard (`run_shard`, a pure function of config and
 shard, each trajectory seeded by its own id so sharding never changes the data), and merged (`merge_shards`).
 `generate_tool_data` runs the shards in-process; `tasks/agentic.py` maps the same `run_shard` as Prefect tasks.
+
+Live MCP tools (`repository.live_servers`) run for real: each shard that needs them starts the servers once
+(`harvest.LiveSandbox`; git on a populated temporary repository restored before every replay) and a task using them
+is judged against a gold replay of its plan on the same fresh state: same final repository state, the gold outputs
+reported, and every live result relayed in the answer. Everything stays seeded except the time server's results,
+which follow the wall clock: those are judged by success and relay, never by value, and rows holding them differ
+between runs. A server that fails to start leaves its tasks simulated, counted by reason in the statistics.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,15 +31,16 @@ from k2core.agentic.agents import PlanAgent, ScriptedAgent, sample_agent
 from k2core.agentic.catalog import build_repository
 from k2core.agentic.domains import ENVIRONMENTS, make_env
 from k2core.agentic.faults import FaultInjector
-from k2core.agentic.judge import FILTERS, gold_hash, judge_episode
+from k2core.agentic.harvest import LiveSandbox, SandboxExecutor
+from k2core.agentic.judge import FILTERS, Verdict, gold_hash, judge_episode
 from k2core.agentic.llm_roles import JsonAsker, LLMJudge, LLMUser
 from k2core.agentic.repo_agents import RepoAgent, sample_agents
 from k2core.agentic.repository import RepoTool, tools_frame
 from k2core.agentic.rollout import Episode, run_episode
 from k2core.agentic.settings import RepositoryConfig, RolesConfig, SimulationConfig
-from k2core.agentic.sim_judge import LLM_FILTERS, RULE_FILTERS, judge_sim_episode
-from k2core.agentic.sim_tasks import SimTask, generate_sim_task
-from k2core.agentic.simulator import Engine, LLMEngine, ModeInjector, RuleEngine, SimWorld
+from k2core.agentic.sim_judge import LLM_FILTERS, RULE_FILTERS, SimVerdict, final_text, judge_sim_episode
+from k2core.agentic.sim_tasks import SimTask, generate_sim_task, salient
+from k2core.agentic.simulator import Engine, Executor, LLMEngine, ModeInjector, RuleEngine, SimWorld
 from k2core.agentic.tasks import Task, generate_tasks, task_to_row
 from k2core.agentic.users import PERSONAS, RequestUser, ScriptedUser
 from k2core.llm import ChatBackend
@@ -38,6 +48,8 @@ from k2core.llm import ChatBackend
 TASK_COLUMNS = ["task_id", "env", "instruction", "gold_actions", "initial_state", "rubric", "split"]
 SFT_COLUMNS = ["example_id", "source", "messages", "tools"]
 OUTCOMES = ("ok", "transient", "partial", "edge", "invalid")
+LIVE_PROMPT = ("You are a careful automation agent with the {server} tools of this workstation. Use the tools instead of "
+               "guessing, do only what the user asks, and quote what the tools return.")
 
 
 class AgenticConfig(BaseModel):
@@ -114,6 +126,7 @@ class ShardResult(BaseModel):
     env: dict[str, dict[str, float]]
     sim: dict[str, dict[str, float]]
     llm: dict[str, int]
+    live: dict[str, dict[str, Any]] = Field(default_factory=dict, description="live-execution counters; start_failures: server -> reason")
 
 
 class ToolPlan(BaseModel):
@@ -177,6 +190,16 @@ def plan_tool_data(cfg: AgenticConfig, seed: int, backends: Backends | None = No
                 skipped += 1  # no tool of the agent accepted synthesized arguments
             else:
                 sim_tasks.append(task)
+        live_agents = live_server_agents(tools, seed) if sim.live_tasks else []
+        agents += live_agents
+        rng = random.Random(f"{seed}:live-tasks")
+        for i in range(sim.live_tasks if live_agents else 0):
+            task = generate_sim_task(live_agents[i % len(live_agents)], by_name, f"sim-{seed}-live-{i:04d}", rng.randrange(2**31),
+                                     sim.max_steps, cfg.personas[i % len(cfg.personas)])
+            if task is None:
+                skipped += 1
+            else:
+                sim_tasks.append(task)
     sim_jobs = [SimJob(task=t, index=j) for t in sim_tasks for j in range(sim.trajectories_per_task)] if sim else []
     n = cfg.num_shards or 1
     shards = []
@@ -187,6 +210,17 @@ def plan_tool_data(cfg: AgenticConfig, seed: int, backends: Backends | None = No
                             sim_jobs=mine, tools=[by_name[x] for x in needed]))
     return ToolPlan(tasks=tasks, tools=tools, agents=agents, sim_tasks=sim_tasks, shards=shards, repository_report=report,
                     sim_tasks_skipped=skipped)
+
+
+def live_server_agents(tools: Sequence[RepoTool], seed: int) -> list[RepoAgent]:
+    """One agent per live MCP server, holding all its harvested tools (so live tasks exist whatever the sampling)."""
+    by_server: dict[str, list[RepoTool]] = defaultdict(list)
+    for t in tools:
+        if t.provenance == "mcp_live":
+            by_server[t.source.removeprefix("mcp_live:")].append(t)
+    return [RepoAgent(name=f"agent-{seed}-live-{server}", category=ts[0].category, domain=ts[0].domain,
+                      system_prompt=LIVE_PROMPT.format(server=server), tools=[t.name for t in ts])
+            for server, ts in sorted(by_server.items())]
 
 
 def rollout_scripted(task: Task, cfg: AgenticConfig, seed: str, persona: str) -> tuple[Episode, str]:
@@ -202,16 +236,108 @@ def rollout_scripted(task: Task, cfg: AgenticConfig, seed: str, persona: str) ->
 
 
 def rollout_simulated(task: SimTask, tools: dict[str, RepoTool], sim: SimulationConfig, seed: str, engine: Engine,
-                      user_backend: ChatBackend | None, roles: RolesConfig | None) -> Episode:
-    """One trajectory of the plan agent on the stateful simulator (fresh world, modes seeded by the trajectory id)."""
+                      user_backend: ChatBackend | None, roles: RolesConfig | None,
+                      live: Mapping[str, Executor] | None = None) -> Episode:
+    """One trajectory of the plan agent on the stateful simulator (fresh world, modes seeded by the trajectory id);
+    tools in `live` run on their real server instead."""
     rng = random.Random(seed)
-    world = SimWorld([tools[n] for n in task.agent.tools], engine, ModeInjector(sim.p_error, sim.p_partial, sim.p_edge, rng.randrange(2**31)))
+    world = SimWorld([tools[n] for n in task.agent.tools], engine, ModeInjector(sim.p_error, sim.p_partial, sim.p_edge, rng.randrange(2**31)),
+                     live=live)
     agent = PlanAgent(task.plan, sim.max_retries, sim.agent_wrong_arg_prob, rng)
     if user_backend is not None and roles is not None:
         user: Any = LLMUser(user_backend, task.instruction, task.persona, rng.randrange(2**31), roles.temperature, roles.max_tokens)
     else:
         user = RequestUser(task.instruction, task.persona)
     return run_episode(world, agent, user, task.agent.system_prompt, task.agent.tools, sim.max_turns)
+
+
+@dataclass
+class LiveGold:
+    """A plan replayed fault-free on the live servers from the fresh sandbox state."""
+
+    outputs: list[str]
+    fingerprint: str
+    errors: int
+
+
+def gold_replay(task: SimTask, tools: dict[str, RepoTool], executors: Mapping[str, SandboxExecutor], sandbox: LiveSandbox) -> LiveGold:
+    """The values a correct answer reports (the results of clock-dependent tools, those without a sandbox repository,
+    excluded) and the repository state a correct trajectory leaves."""
+    sandbox.reset()
+    world = SimWorld([tools[n] for n in task.agent.tools], RuleEngine(), ModeInjector(0.0, 0.0, 0.0, 0), live=executors)
+    outputs: list[str] = []
+    errors = 0
+    for call in task.plan:
+        result = world.step(call)
+        errors += result.startswith("Error")
+        ex = executors.get(call["name"])
+        if ex is None or ex.real is not None:
+            outputs += [v for v in salient(result)[:1] if v not in outputs]
+    return LiveGold(outputs, sandbox.fingerprint(), errors)
+
+
+def live_match(episode: Episode, gold: LiveGold, fingerprint: str, executors: Mapping[str, SandboxExecutor]) -> bool:
+    """The trajectory left the gold repository state and its answer relays every live result it got."""
+    said = final_text(episode)
+    relayed = all(v in said for r in episode.calls if r.applied and r.name in executors for v in salient(r.result))
+    return relayed and fingerprint == gold.fingerprint
+
+
+class LiveRunner(AbstractContextManager["LiveRunner"]):
+    """Live execution for one shard: starts the servers its jobs need (once), gives each live job its gold replay
+    (cached per task) on a fresh sandbox, adds the `live_match` check when live servers are configured, and counts
+    live trajectories, their checks and fallbacks to simulation."""
+
+    def __init__(self, cfg: AgenticConfig, shard: Shard) -> None:
+        self.on = bool(cfg.repository and cfg.repository.live_servers)
+        self.server_of = {t.name: t.source.removeprefix("mcp_live:") for t in shard.tools if t.provenance == "mcp_live"}
+        needed = {self.server_of[c["name"]] for job in shard.sim_jobs for c in job.task.plan if c["name"] in self.server_of}
+        self.configs = [s for s in cfg.repository.live_servers if s.name in needed] if cfg.repository and self.on else []
+        self.tools = shard.tools
+        self.sandbox: LiveSandbox | None = None
+        self.executors: dict[str, SandboxExecutor] = {}
+        self.golds: dict[str, LiveGold] = {}
+        self.counts: dict[str, Counter] = {"passed": Counter(), "totals": Counter()}
+        self._stack = ExitStack()
+
+    def __enter__(self) -> LiveRunner:
+        if self.configs:
+            self.sandbox = self._stack.enter_context(LiveSandbox(self.configs))
+            self.executors = self.sandbox.executors(self.tools)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def prepare(self, task: SimTask, tools: dict[str, RepoTool]) -> tuple[SimTask, LiveGold | None]:
+        """(task with the gold outputs, gold) on a fresh sandbox when every live tool of its plan has a running
+        server; else (task, None): simulated, counted as a fallback if the plan uses live tools."""
+        used = [c["name"] for c in task.plan if c["name"] in self.server_of]
+        if not used or self.sandbox is None or not all(n in self.executors for n in used):
+            self.counts["totals"]["simulated_fallback"] += bool(used)
+            return task, None
+        if task.task_id not in self.golds:
+            self.golds[task.task_id] = gold_replay(task, tools, self.executors, self.sandbox)
+        gold = self.golds[task.task_id]
+        self.sandbox.reset()
+        return task.model_copy(update={"outputs": gold.outputs}), gold
+
+    def judge(self, verdict: Verdict, episode: Episode, gold: LiveGold | None) -> Verdict:
+        """The verdict with `live_match` last (true for jobs that did not run live), counted for live jobs."""
+        if not self.on:
+            return verdict
+        assert isinstance(verdict, SimVerdict)
+        ok = live_match(episode, gold, self.sandbox.fingerprint(), self.executors) if gold and self.sandbox else True
+        verdict = SimVerdict({**verdict.checks, "live_match": ok}, (*verdict.order, "live_match"))
+        if gold is not None:
+            self.counts["passed"].update(f for f, passed in verdict.checks.items() if passed)
+            real = sum(1 for r in episode.calls if r.name in self.executors and r.outcome != "transient")
+            self.counts["totals"].update(generated=1, kept=int(verdict.passed), gold_replay_errors=int(gold.errors > 0), real_calls=real)
+        return verdict
+
+    def counters(self) -> dict[str, dict[str, Any]]:
+        """For `ShardResult.live`: check and total counters, and the reason each server failed to start."""
+        return {k: dict(v) for k, v in self.counts.items()} | {"start_failures": dict(self.sandbox.failures) if self.sandbox else {}}
 
 
 def _tally(counters: dict[str, Counter], checks: dict[str, bool], first: str | None, reward: float, episode: Episode) -> None:
@@ -242,24 +368,28 @@ def run_shard(cfg: AgenticConfig, shard: Shard, backends: Backends | None = None
     judge = LLMJudge(judge_asker, cfg.roles.judge_votes) if judge_asker and cfg.roles else None
     user_backend = role_backend(cfg, "user", backends)
     votes_yes = votes_total = 0
-    for sjob in shard.sim_jobs:
-        assert cfg.simulation is not None
-        seed = f"{shard.seed}:{sjob.task.task_id}:{sjob.index}"
-        engine: Engine = LLMEngine(sim_asker, sjob.task.seed + sjob.index) if sim_asker else RuleEngine()
-        episode = rollout_simulated(sjob.task, tools, cfg.simulation, seed, engine, user_backend, cfg.roles)
-        verdict, votes = judge_sim_episode(sjob.task, episode, judge, sjob.task.seed + sjob.index)
-        votes_total += len(votes)
-        votes_yes += sum(1 for v in votes if v["passed"])
-        _tally(sim_c, verdict.checks, verdict.first_failure, verdict.reward, episode)
-        if verdict.passed:
-            sim_rows.append(_row(f"tool-{sjob.task.task_id}-{sjob.index}", episode))
+    with LiveRunner(cfg, shard) as runner:
+        for sjob in shard.sim_jobs:
+            assert cfg.simulation is not None
+            seed = f"{shard.seed}:{sjob.task.task_id}:{sjob.index}"
+            engine: Engine = LLMEngine(sim_asker, sjob.task.seed + sjob.index) if sim_asker else RuleEngine()
+            task, gold = runner.prepare(sjob.task, tools)
+            live = runner.executors if gold else None
+            episode = rollout_simulated(task, tools, cfg.simulation, seed, engine, user_backend, cfg.roles, live)
+            verdict, votes = judge_sim_episode(task, episode, judge, sjob.task.seed + sjob.index)
+            verdict = runner.judge(verdict, episode, gold)
+            votes_total += len(votes)
+            votes_yes += sum(1 for v in votes if v["passed"])
+            _tally(sim_c, verdict.checks, verdict.first_failure, verdict.reward, episode)
+            if verdict.passed:
+                sim_rows.append(_row(f"tool-{sjob.task.task_id}-{sjob.index}", episode))
     llm = {"judge_votes": votes_total, "judge_votes_passed": votes_yes}
     for role, asker in (("tool_simulator", sim_asker), ("judge", judge_asker)):
         if asker is not None:
             llm.update({f"{role}_calls": asker.calls, f"{role}_failures": asker.failures,
                         f"{role}_prompt_tokens": asker.prompt_tokens, f"{role}_completion_tokens": asker.completion_tokens})
     as_dict = lambda c: {k: dict(v) for k, v in c.items()}  # noqa: E731
-    return ShardResult(env_rows=env_rows, sim_rows=sim_rows, env=as_dict(env_c), sim=as_dict(sim_c), llm=llm)
+    return ShardResult(env_rows=env_rows, sim_rows=sim_rows, env=as_dict(env_c), sim=as_dict(sim_c), llm=llm, live=runner.counters())
 
 
 def _filter_stats(counts: dict[str, Counter], filters: Sequence[str], kept: int) -> dict[str, Any]:
@@ -294,15 +424,42 @@ def merge_shards(cfg: AgenticConfig, plan: ToolPlan, results: Sequence[ShardResu
                              **_filter_stats(env_c, FILTERS, env_kept)}
     stats["tool_call_outcomes"] = {o: stats["tool_call_outcomes"][o] for o in ("ok", "transient", "edge", "invalid")}
     if cfg.simulation is not None:
-        filters = LLM_FILTERS if cfg.roles and cfg.roles.judge else RULE_FILTERS
+        live_on = bool(cfg.repository and cfg.repository.live_servers)
+        filters = (LLM_FILTERS if cfg.roles and cfg.roles.judge else RULE_FILTERS) + ("live_match",) * live_on
         llm = {k: sum(res.llm.get(k, 0) for res in results) for k in dict.fromkeys(k for res in results for k in res.llm)}
         stats["simulated"] = {"agents": len(plan.agents), "tasks": len(plan.sim_tasks), "tasks_skipped": plan.sim_tasks_skipped,
                               **_filter_stats(sim_c, filters, len(rows) - env_kept), "llm": llm}
+        if live_on:
+            stats["simulated"]["live"] = _live_stats(plan, results, filters)
     if plan.repository_report:
         stats["repository"] = plan.repository_report
     stats["judged_total"] = stats["generated"] + stats.get("simulated", {}).get("generated", 0)
     stats["kept_total"] = len(rows)
     return tasks_df, pd.DataFrame(rows, columns=SFT_COLUMNS), stats
+
+
+def _live_stats(plan: ToolPlan, results: Sequence[ShardResult], filters: Sequence[str]) -> dict[str, Any]:
+    """How many simulated-tool trajectories ran on live servers, how they fared, and why any fell back."""
+    merged = {k: sum((Counter(res.live.get(k, {})) for res in results), Counter()) for k in ("passed", "totals")}
+    failures: dict[str, dict[str, Any]] = {}
+    for res in results:
+        for server, why in res.live.get("start_failures", {}).items():
+            failures.setdefault(server, {"shards": 0, "reason": why})["shards"] += 1
+    totals = merged["totals"]
+    generated = int(totals["generated"])
+    live_names = {t.name for t in plan.tools if t.provenance == "mcp_live"}
+    return {
+        "agents": sum(1 for a in plan.agents if "-live-" in a.name),
+        "tasks": sum(1 for t in plan.sim_tasks if any(c["name"] in live_names for c in t.plan)),
+        "generated": generated,
+        "kept": int(totals["kept"]),
+        "keep_rate": totals["kept"] / generated if generated else 0.0,
+        "pass_rate": {f: merged["passed"][f] / generated if generated else 0.0 for f in filters},
+        "real_calls": int(totals["real_calls"]),
+        "gold_replay_errors": int(totals["gold_replay_errors"]),
+        "simulated_fallback": int(totals["simulated_fallback"]),
+        "start_failures": failures,
+    }
 
 
 ShardMapper = Callable[[Sequence[Shard]], list[ShardResult]]

@@ -41,6 +41,8 @@ class SimulationConfig(BaseModel):
     agent_wrong_arg_prob: float = Field(ge=0, le=1)
     max_retries: int = Field(ge=0)
     max_turns: int = Field(ge=2)
+    live_tasks: int = Field(default=0, ge=0, description="extra tasks on one agent per live MCP server (its harvested "
+                            "tools), executed for real; caps live trajectories at live_tasks * trajectories_per_task")
 
     @model_validator(mode="after")
     def _check(self) -> SimulationConfig:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from k2core.agentic.harvest import SANDBOX_REPO
 from k2core.agentic.repo_agents import RepoAgent
 from k2core.agentic.repository import RepoTool
 from k2core.agentic.simulator import ModeInjector, RuleEngine, SimWorld, key_field, tool_kind
@@ -21,6 +23,27 @@ WORDS = ["alpha", "harbor", "quarterly report", "blue", "onboarding", "paris", "
 FORMATS = {"date": "2026-03-14", "date-time": "2026-03-14T09:30:00Z", "email": "alex@example.com", "uri": "https://example.com/a",
            "url": "https://example.com/a", "uuid": "123e4567-e89b-12d3-a456-426614174000", "time": "09:30"}
 ARG_TRIES = 4
+COMMIT_HASH = re.compile(r"\b[0-9a-f]{40}\b")
+TIMEZONES = ["UTC", "Europe/Paris", "Asia/Tokyo", "America/New_York", "Australia/Sydney", "America/Sao_Paulo",
+             "Asia/Kolkata", "Africa/Nairobi", "Europe/London", "Pacific/Auckland"]
+# realistic values for the live tools' arguments (time server; git server on the populated sandbox repository of
+# `harvest.make_temp_repo`: refs, files and revisions that exist there); a name maps to (create-tools value, others)
+_LIVE_CHOICES: dict[str, list[Any]] = {
+    "timezone": TIMEZONES, "source_timezone": TIMEZONES, "target_timezone": TIMEZONES,
+    "time": ["09:30", "12:00", "16:45", "23:15", "06:00"],
+    "repo_path": [SANDBOX_REPO],
+    "files": [["notes.txt"], ["src/app.py"], ["notes.txt", "src/app.py"]],
+    "message": ["add notes", "run main when executed as a script", "update changelog and notes"],
+    "branch_name": ["feature/docs", "main"],
+    "new_branch_name": ["fix/typo", "release-0.2", "experiment/cli"],
+    "base_branch": ["main", "feature/docs"],
+    "revision": ["HEAD", "HEAD~1", "main", "feature/docs", "HEAD:README.md", "HEAD~2:src/app.py"],
+    "target": ["main", "HEAD~1", "HEAD~2", "feature/docs"],
+    "max_count": [1, 2, 3, 5],
+    "branch_type": ["local", "all"],
+    "context_lines": [1, 3],
+}
+LIVE_OPTIONAL = {"max_count", "context_lines", "base_branch"}
 
 
 class SimTask(BaseModel):
@@ -90,27 +113,46 @@ def sample_value(schema: Any, name: str, rng: random.Random, depth: int = 0) -> 
     return rng.choice(WORDS)
 
 
+def live_arguments(tool: RepoTool, rng: random.Random) -> dict[str, Any]:
+    """Arguments a live server accepts and answers with real content: known names from `_LIVE_CHOICES` (a few
+    optional ones sometimes), anything else from the schema."""
+    props = tool.parameters.get("properties", {})
+    required = tool.parameters.get("required", [])
+    args = {}
+    for name in props:
+        if name not in required and not (name in LIVE_OPTIONAL and rng.random() < 0.3):
+            continue
+        key = "new_branch_name" if name == "branch_name" and "create" in tool.name else name
+        args[name] = rng.choice(_LIVE_CHOICES[key]) if key in _LIVE_CHOICES else sample_value(props[name], name, rng, 1)
+    return args
+
+
 def sample_arguments(tool: RepoTool, rng: random.Random) -> dict[str, Any] | None:
     """Schema-valid arguments for `tool`, or None when none of a few draws validates."""
     for _ in range(ARG_TRIES):
-        args = sample_value(tool.parameters, "", rng)
+        args = live_arguments(tool, rng) if tool.provenance == "mcp_live" else sample_value(tool.parameters, "", rng)
         if isinstance(args, dict) and argument_error(tool.spec(), args) is None:
             return args
     return None
 
 
 def salient(result: str) -> list[str]:
-    """The values a good answer repeats: created or read identifiers, names and result ids."""
+    """The values a good answer repeats: created or read identifiers, names and result ids; for live tools the
+    (target) datetime of a time result, or the first commit hash of a git text result."""
     try:
         obj = json.loads(result)
     except json.JSONDecodeError:
-        return []
+        return COMMIT_HASH.findall(result)[:1]
     if not isinstance(obj, dict):
         return []
     record = obj.get("created") or obj.get("updated") or obj
     if not isinstance(record, dict):
         return []
     keys = [k for k in record if k.endswith("_id") or k == "result_id"][:1] + (["name"] if "name" in record else [])
+    if not keys and isinstance(record.get("target"), dict):
+        record = record["target"]
+    if not keys and isinstance(record.get("datetime"), str):
+        keys = ["datetime"]
     return [str(record[k]) for k in keys if isinstance(record[k], (str, int)) and str(record[k])]
 
 
