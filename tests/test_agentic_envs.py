@@ -37,12 +37,23 @@ def test_spec_lint_rejects_bad_specs():
     untyped["function"]["parameters"]["properties"]["email"] = {"description": "x"}
     with pytest.raises(ValueError, match="no 'type'"):
         validate_spec(untyped)
+    half_typed = json.loads(json.dumps(good))
+    half_typed["function"]["parameters"]["properties"]["email"] = {"anyOf": [{"type": "string"}, {"description": "x"}]}
+    with pytest.raises(ValueError, match="no 'type'"):
+        validate_spec(half_typed)
     bad_required = json.loads(json.dumps(good))
     bad_required["function"]["parameters"]["required"] = ["nope"]
     with pytest.raises(ValueError, match="not in properties"):
         validate_spec(bad_required)
     with pytest.raises(ValueError, match="duplicate"):
         validate_specs([good, good])
+
+
+def test_optional_parameters_written_as_typed_unions_are_accepted():
+    """MCP servers (e.g. mcp-server-git) declare optional parameters as `anyOf: [string, null]`."""
+    spec = json.loads(json.dumps(make_env("retail").tool_specs()[0]))
+    spec["function"]["parameters"]["properties"]["since"] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    validate_spec(spec)
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)

@@ -32,9 +32,18 @@ def function_spec(name: str, description: str, properties: dict[str, Any], requi
     }
 
 
+def _is_typed(sub: dict) -> bool:
+    """A type, an enum or a const; or a union (`anyOf`/`oneOf`, e.g. MCP's optional `[string, null]`) of typed
+    branches."""
+    if "type" in sub or "enum" in sub or "const" in sub:
+        return True
+    branches = sub.get("anyOf") or sub.get("oneOf")
+    return bool(branches) and all(isinstance(b, dict) and _is_typed(b) for b in branches)
+
+
 def _check_properties_typed(schema: dict, where: str) -> None:
     for prop, sub in schema.get("properties", {}).items():
-        if "type" not in sub and "enum" not in sub:
+        if not _is_typed(sub):
             raise ValueError(f"{where}: property {prop!r} has no 'type'; give every property a type")
         if sub.get("type") == "object":
             _check_properties_typed(sub, f"{where}.{prop}")
