@@ -44,12 +44,7 @@ def logit_explosion_figure(runs: dict[str, RunResult], tau: float, path: Path) -
     right.set_title("training loss")
     for axis in (left, right):
         axis.set_xlabel("step")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _finish(plt, figure, (left, right), path)
 
 
 def token_efficiency_figure(sweeps: dict[str, list[RunResult]], best: dict[str, RunResult],
@@ -70,8 +65,14 @@ def token_efficiency_figure(sweeps: dict[str, list[RunResult]], best: dict[str, 
     axis.set_xlabel("training tokens")
     axis.set_ylabel("validation loss")
     axis.set_ylim(top=min(axis.get_ylim()[1], target + 2.5))
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    return _finish(plt, figure, (axis,), path)
+
+
+def _finish(plt, figure, axes, path: Path) -> Path:
+    """Grid and legend on every panel, then write the PNG and free the figure."""
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
