@@ -103,9 +103,10 @@ def _config(**overrides) -> dict:
     return {**base, **overrides}
 
 
-def test_config_rejects_zero_stages_that_break_muon_and_unknown_keys():
-    PretrainConfig(**_config())
-    with pytest.raises(ValidationError, match="zero_stage: 0"):
-        PretrainConfig(**_config(zero_stage=1))
+def test_config_rejects_zero_3_and_unknown_keys():
+    for stage in (0, 1, 2):
+        PretrainConfig(**_config(zero_stage=stage))
+    with pytest.raises(ValidationError, match="use zero_stage 1 or 2"):
+        PretrainConfig(**_config(zero_stage=3))
     with pytest.raises(ValidationError):
         PretrainConfig(**_config(unknown=1))

@@ -31,16 +31,22 @@ where each call has a launch cost (GPUs); results equal the per-matrix path up t
 the per-matrix path is the default: there stacking costs more than batching saves. `batched=False`
 orthogonalises each parameter on its own in torch's op order: with `ns_dtype=torch.bfloat16` it is
 bitwise equal to `torch.optim.Muon`.
+
+Under ZeRO-1/2 a Muon group holds one flat 1-D partition instead of its matrices; `bind_partitions` tells the
+optimizer how that partition maps onto the matrices (`FlatPartition`), and the step then orthogonalises whole matrices
+gathered from every rank and applies this rank's share (Distributed Muon, k2core/optim/flat_partition.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from k2core.optim.flat_partition import FlatPartition
 
 NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 RMS_MATCH_FACTOR = 0.2
@@ -127,6 +133,13 @@ def _from_wide_stack(ortho: Tensor, like: Tensor) -> Tensor:
     return ortho if like.ndim == 3 else ortho.squeeze(0)
 
 
+def _orthogonalised(matrices: Tensor, group: dict[str, Any]) -> Tensor:
+    """Newton-Schulz of one parameter's matrices with its group's settings, in the group's (or device's) dtype."""
+    dtype = group["ns_dtype"] or default_ns_dtype(matrices.device)
+    return newton_schulz(matrices, steps=group["ns_steps"], coefficients=group["ns_coefficients"], eps=group["eps"],
+                         dtype=dtype)
+
+
 class Muon(torch.optim.Optimizer):
     """Muon for hidden matrices plus AdamW for groups flagged `use_muon=False`.
 
@@ -172,6 +185,7 @@ class Muon(torch.optim.Optimizer):
             use_muon=True,
         )
         super().__init__(params, defaults)
+        self._partitions: dict[Tensor, FlatPartition] = {}
         for group in self.param_groups:
             if group["use_muon"]:
                 for p in group["params"]:
@@ -185,6 +199,13 @@ class Muon(torch.optim.Optimizer):
                         raise ValueError(
                             f"row_blocks={group['row_blocks']} does not divide the rows of shape {tuple(p.shape)}"
                         )
+
+    def bind_partitions(self, partitions: Mapping[Tensor, FlatPartition]) -> None:
+        """Declare flat ZeRO partitions (keyed by the flat parameter that replaced a Muon group's matrices)."""
+        for flat, partition in partitions.items():
+            if flat.ndim != 1 or flat.numel() != partition.size:
+                raise ValueError(f"a flat partition must be 1-D with {partition.size} elements, got {tuple(flat.shape)}")
+        self._partitions.update(partitions)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -204,6 +225,9 @@ class Muon(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
+        if params[0].ndim == 1:
+            self._muon_flat_partition(group, params)
+            return
         lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
         grads = [p.grad for p in params]
         bufs = []
@@ -215,27 +239,47 @@ class Muon(torch.optim.Optimizer):
         torch._foreach_lerp_(bufs, grads, 1 - mu)
         directions = torch._foreach_lerp(grads, bufs, mu) if group["nesterov"] else bufs
         torch._foreach_mul_(params, 1 - lr * wd)
-        ns_kwargs = dict(steps=group["ns_steps"], coefficients=group["ns_coefficients"], eps=group["eps"])
         matrices = [_row_blocks_view(d, group["row_blocks"]) for d in directions]
         batched = group["batched"] if group["batched"] is not None else default_batched(params[0].device)
         if not batched:
             for p, mats in zip(params, matrices):
-                ortho = newton_schulz(mats, dtype=group["ns_dtype"] or default_ns_dtype(p.device), **ns_kwargs)
-                p.add_(ortho.reshape(p.shape), alpha=-lr * muon_lr_scale(mats.shape))
+                p.add_(_orthogonalised(mats, group).reshape(p.shape), alpha=-lr * muon_lr_scale(mats.shape))
             return
         buckets: dict[tuple[Any, ...], list[int]] = {}
         for i, mats in enumerate(matrices):
             rows, cols = mats.shape[-2:]
             buckets.setdefault((min(rows, cols), max(rows, cols), mats.dtype, mats.device), []).append(i)
-        for (_, wide, _, device), members in buckets.items():
+        for (_, wide, _, _), members in buckets.items():
             stacks = [_as_wide_stack(matrices[i]) for i in members]
-            dtype = group["ns_dtype"] or default_ns_dtype(device)
-            ortho = newton_schulz(torch.cat(stacks), dtype=dtype, **ns_kwargs)
+            ortho = _orthogonalised(torch.cat(stacks), group)
             pieces = ortho.split([s.size(0) for s in stacks])
             updates = [
                 _from_wide_stack(piece, matrices[i]).reshape(params[i].shape) for i, piece in zip(members, pieces)
             ]
             torch._foreach_add_([params[i] for i in members], updates, alpha=-lr * RMS_MATCH_FACTOR * math.sqrt(wide))
+
+    def _muon_flat_partition(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """The Muon update of one ZeRO flat partition: partitioned momentum, whole-matrix Newton-Schulz."""
+        flat = params[0]
+        partition = self._partitions.get(flat)
+        if len(params) != 1 or partition is None:
+            raise RuntimeError(
+                "a Muon group holds a 1-D parameter: DeepSpeed ZeRO-1/2 replaced its matrices by a flat partition "
+                "that was never bound. Call k2core.train.zero.bind_zero_partitions(engine.optimizer, muon) after "
+                "deepspeed.initialize (k2core.train.run_training does)."
+            )
+        lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
+        state = self.state[flat]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(flat.grad)
+        buf = state["momentum_buffer"]
+        buf.lerp_(flat.grad, 1 - mu)
+        direction = partition.gather(flat.grad.lerp(buf, mu) if group["nesterov"] else buf)
+        flat.mul_(1 - lr * wd)
+        for index, elements, local in partition.local_pieces():
+            matrices = _row_blocks_view(partition.whole(direction, index), group["row_blocks"])
+            update = _orthogonalised(matrices, group).reshape(-1)[elements]
+            flat[local].add_(update, alpha=-lr * muon_lr_scale(matrices.shape))
 
     def _adamw_group(self, group: dict[str, Any]) -> None:
         lr, wd = group["lr"], group["weight_decay"]

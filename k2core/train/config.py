@@ -33,18 +33,14 @@ class LoopConfig(BaseModel):
 
     @field_validator("zero_stage")
     @classmethod
-    def _stage_zero_only(cls, stage: int) -> int:
-        # Why not ZeRO-1/2/3 (notes/muonclip.md §3.3): a generic client optimizer gets flat 1-D partitions that
-        # Newton-Schulz cannot orthogonalise; DeepSpeed's own Muon path runs Newton-Schulz inside the gradient
-        # reduction, before the step, so the raw gradient can no longer be clipped before momentum and its
-        # clipping rescales the orthogonalised update; its update scale (sqrt(max(1, n/m))) and Gram NS also
-        # differ from K2's. Stage 0 data parallelism is exact: gradients are all-reduced, clipped raw, then Muon.
-        if stage != 0:
+    def _no_stage_three(cls, stage: int) -> int:
+        # Stages 0-2 are exact with k2's Muon (k2core/train/zero.py binds its flat partitions to whole matrices).
+        # Stage 3 also partitions the weights and runs its own optimizer wrapper, which Muon is not bound to.
+        if stage == 3:
             raise ValueError(
-                f"zero_stage={stage} is not supported with k2's Muon: DeepSpeed ZeRO-1/2/3 either hand the "
-                "optimizer flat 1-D gradient partitions (Newton-Schulz needs whole matrices) or, on DeepSpeed's "
-                "own Muon path, clip the orthogonalised update instead of the raw gradient; set zero_stage: 0 "
-                "(plain data parallelism, exact MuonClip; see docs/distributed.md)"
+                "zero_stage=3 is not supported with k2's Muon: ZeRO-3 partitions the weights themselves and its "
+                "optimizer wrapper gives Muon no way to see whole matrices; use zero_stage 1 or 2 to partition the "
+                "optimizer state and gradients (docs/distributed.md)"
             )
         return stage
 

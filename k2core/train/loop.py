@@ -1,7 +1,8 @@
 """The one MuonClip training loop behind pretraining and SFT: a DeepSpeed engine with our Muon.
 
 Per optimizer step: forward/backward of every micro-batch through the engine, `engine.step()`
-(DeepSpeed all-reduces and clips the *raw* gradients at ZeRO stage 0, then Muon runs), then QK-Clip
+(DeepSpeed averages the gradients over ranks and clips them as *raw* gradients, then Muon runs: on whole tensors at
+ZeRO stage 0, on flat partitions at stages 1/2, see k2core/train/zero.py), then QK-Clip
 on the step's per-head max logits (max over the step's micro-batches and, by a MAX all-reduce, its
 data-parallel ranks), the aux-loss-free router-bias update, and a max-logit reset.
 DeepSpeed checkpoints under `out_dir/ds/` let a re-run resume from the latest step; batches are a
@@ -14,6 +15,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +24,18 @@ from tqdm.auto import tqdm
 
 from k2core.model import K2ForCausalLM, update_router_bias
 from k2core.optim import Muon, apply_qk_clip, muon_param_groups, wsd_from_fractions
-from k2core.optim.qk_clip import reset_clip_maxima
+from k2core.optim.qk_clip import RowScaleHook, reset_clip_maxima
 from k2core.train.callbacks import Callback
 from k2core.train.config import LoopConfig
 from k2core.train.data import TokenBlocks, batch_indices
 from k2core.train.distributed import ensure_process_group, rank_and_world
+from k2core.train.zero import bind_zero_partitions, master_weight_hook
 
 CHECKPOINT_DIR = "ds"
 
 
 def deepspeed_config(cfg: LoopConfig, bf16: bool | None = None) -> dict[str, Any]:
-    """Engine settings: ZeRO stage from cfg (0 only, see LoopConfig), clipping of raw gradients, and bf16 compute.
+    """Engine settings: ZeRO stage from cfg (0, 1 or 2, see LoopConfig), clipping of raw gradients, and bf16 compute.
 
     ``bf16`` (default: on when CUDA is available) turns on torch autocast to bf16: weights, gradients, their
     all-reduce and Muon's state stay fp32, so there is no low-precision weight copy that QK-Clip would have to
@@ -49,9 +52,46 @@ def deepspeed_config(cfg: LoopConfig, bf16: bool | None = None) -> dict[str, Any
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+    if cfg.zero_stage > 0:  # a client optimizer under ZeRO: k2's Muon, bound to the partitions after initialize
+        config["zero_allow_untested_optimizer"] = True
     if bf16:
         config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
     return config
+
+
+@dataclass(frozen=True)
+class BuiltEngine:
+    """A DeepSpeed engine around k2's Muon, and the QK-Clip hook its ZeRO stage needs (None at stage 0)."""
+
+    engine: Any
+    optimizer: Muon
+    clip_hook: RowScaleHook | None
+
+
+def build_engine(model: torch.nn.Module, cfg: LoopConfig, with_schedule: bool = True,
+                 bf16: bool | None = None) -> BuiltEngine:
+    """Muon (+ AdamW groups) on `model` inside a DeepSpeed engine at cfg's ZeRO stage, WSD lr schedule optional.
+
+    At ZeRO 1/2 the flat partitions are bound to Muon and QK-Clip gets the hook that keeps the fp32 master slices in
+    step with the clipped weights (k2core/train/zero.py).
+    """
+    # Imported here: `import deepspeed` pulls in mlflow (deepspeed.autotuning), which k2core must not import.
+    import deepspeed
+
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    ensure_process_group()
+    optimizer = Muon(muon_param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = None
+    if with_schedule:
+        schedule = wsd_from_fractions(cfg.steps, cfg.warmup_fraction, cfg.decay_fraction, cfg.final_lr_fraction,
+                                      cfg.decay_shape)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=deepspeed_config(cfg, bf16), dist_init_required=False)
+    if cfg.zero_stage == 0:
+        return BuiltEngine(engine, optimizer, None)
+    bind_zero_partitions(engine.optimizer, optimizer)
+    return BuiltEngine(engine, optimizer, master_weight_hook(engine.optimizer))
 
 
 def _micro_batch(data: TokenBlocks, cfg: LoopConfig, step: int, micro: int, rank: int, world: int
@@ -102,8 +142,17 @@ def _raw_grad_norm(model: torch.nn.Module) -> float:
     return torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
 
 
-def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank: int, world: int
-                ) -> dict[str, float]:
+def _step_grad_norm(engine: Any, zero_stage: int) -> float:
+    """The norm of this step's raw gradients: read off the model at stage 0, from ZeRO's own norm at stages 1/2
+    (whose model gradients are partitioned and released by then)."""
+    if zero_stage == 0:
+        return _raw_grad_norm(engine.module)
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else float("nan")
+
+
+def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank: int, world: int,
+                clip_hook: RowScaleHook | None) -> dict[str, float]:
     model = engine.module
     reset_clip_maxima(model)  # drop maxima recorded outside training steps
     started = time.perf_counter()
@@ -113,15 +162,17 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
         input_ids, labels = _micro_batch(data, cfg, step, micro, rank, world)
         loss = engine(input_ids=input_ids.to(engine.device), labels=labels.to(engine.device)).loss
         engine.backward(loss)
-        if micro == cfg.gradient_accumulation - 1:
-            grad_norm = _raw_grad_norm(model)
+        if micro == cfg.gradient_accumulation - 1 and cfg.zero_stage == 0:
+            grad_norm = _step_grad_norm(engine, cfg.zero_stage)
         engine.step()
         losses.append(loss.item())
+    if cfg.zero_stage > 0:
+        grad_norm = _step_grad_norm(engine, cfg.zero_stage)
     step_loss = torch.tensor(sum(losses) / len(losses), dtype=torch.float64, device=engine.device)
     if world > 1:  # the global batch's loss, not this rank's share (every rank logs the same number)
         torch.distributed.all_reduce(step_loss)
         step_loss /= world
-    clip_stats = apply_qk_clip(model, cfg.qk_clip_tau)
+    clip_stats = apply_qk_clip(model, cfg.qk_clip_tau, on_scale=clip_hook)
     router_stats = update_router_bias(model)
     elapsed = time.perf_counter() - started
     tokens = cfg.gradient_accumulation * cfg.micro_batch_size * cfg.seq_len * world
@@ -153,18 +204,10 @@ def run_training(
     Returns final_train_loss, final_val_loss, tokens_per_s (mean over the steps run by this call)
     and steps. The trained module is `model` itself, updated in place.
     """
-    # Imported here: `import deepspeed` pulls in mlflow (deepspeed.autotuning), which k2core must not import.
-    import deepspeed
-
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     ensure_process_group()
     rank, world = rank_and_world()
-    optimizer = Muon(muon_param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = wsd_from_fractions(cfg.steps, cfg.warmup_fraction, cfg.decay_fraction, cfg.final_lr_fraction,
-                                  cfg.decay_shape)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(cfg), dist_init_required=False)
+    built = build_engine(model, cfg, with_schedule=True)
+    engine = built.engine
     checkpoint_dir = out_dir / CHECKPOINT_DIR
     state = _resume(engine, checkpoint_dir)
     start = int(state.get("step", 0))
@@ -174,7 +217,7 @@ def run_training(
     progress = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, desc=stage,
                     disable=rank != 0)
     for step in progress:
-        metrics = _train_step(engine, train, cfg, step, rank, world)
+        metrics = _train_step(engine, train, cfg, step, rank, world, built.clip_hook)
         last_loss = metrics["loss"]
         speeds.append(metrics["tokens_per_s"])
         progress.set_postfix(loss=f"{last_loss:.3f}", lr=f"{metrics['lr']:.2e}")
