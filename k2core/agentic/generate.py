@@ -11,6 +11,10 @@ is judged against a gold replay of its plan on the same fresh state: same final 
 reported, and every live result relayed in the answer. Everything stays seeded except the time server's results,
 which follow the wall clock: those are judged by success and relay, never by value, and rows holding them differ
 between runs. A server that fails to start leaves its tasks simulated, counted by reason in the statistics.
+
+With `roles.agent` set, a model (`llm_agent.AgentRole`) plays the agent in every rollout instead of the scripted
+agents, judged the same way; with `roles.judge_calibration` > 0 the LLM judge also scores that many environment
+trajectories and the statistics report its agreement with their state verdict (`calibration`).
 """
 
 from __future__ import annotations
@@ -28,15 +32,17 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from k2core.agentic.agents import PlanAgent, ScriptedAgent, sample_agent
+from k2core.agentic.calibration import Confusion, judge_env_episode
 from k2core.agentic.catalog import build_repository
 from k2core.agentic.domains import ENVIRONMENTS, make_env
 from k2core.agentic.faults import FaultInjector
 from k2core.agentic.harvest import LiveSandbox, SandboxExecutor
 from k2core.agentic.judge import FILTERS, Verdict, gold_hash, judge_episode
+from k2core.agentic.llm_agent import AGENT_COUNTERS, AgentRole
 from k2core.agentic.llm_roles import JsonAsker, LLMJudge, LLMUser
 from k2core.agentic.repo_agents import RepoAgent, sample_agents
 from k2core.agentic.repository import RepoTool, tools_frame
-from k2core.agentic.rollout import Episode, run_episode
+from k2core.agentic.rollout import Episode, Policy, run_episode
 from k2core.agentic.settings import RepositoryConfig, RolesConfig, SimulationConfig
 from k2core.agentic.sim_judge import LLM_FILTERS, RULE_FILTERS, SimVerdict, final_text, judge_sim_episode
 from k2core.agentic.sim_tasks import SimTask, generate_sim_task, salient
@@ -98,6 +104,7 @@ class EnvJob(BaseModel):
     index: int
     persona: str
     gold_hash: str
+    calibrate: bool = Field(default=False, description="the LLM judge also scores this trajectory (judge_calibration)")
 
 
 class SimJob(BaseModel):
@@ -127,6 +134,8 @@ class ShardResult(BaseModel):
     sim: dict[str, dict[str, float]]
     llm: dict[str, int]
     live: dict[str, dict[str, Any]] = Field(default_factory=dict, description="live-execution counters; start_failures: server -> reason")
+    agent: dict[str, int] = Field(default_factory=dict, description="LLM agent counters (llm_agent.AGENT_COUNTERS)")
+    calibration: dict[str, int] = Field(default_factory=dict, description="judge calibration counts (calibration.Confusion)")
 
 
 class ToolPlan(BaseModel):
@@ -163,12 +172,27 @@ def role_asker(cfg: AgenticConfig, role: str, backends: Backends | None, seed: i
     return JsonAsker(backend, cfg.roles.json_retries, cfg.roles.temperature, cfg.roles.max_tokens, seed)
 
 
+def role_agent(cfg: AgenticConfig, backends: Backends | None) -> AgentRole | None:
+    """The LLM agent role when params name a backend for `agent`, or None (scripted agents)."""
+    backend = role_backend(cfg, "agent", backends)
+    if backend is None or cfg.roles is None:
+        return None
+    return AgentRole(backend, cfg.roles.temperature, cfg.roles.max_tokens)
+
+
+def calibration_jobs(n_jobs: int, n: int) -> set[int]:
+    """Indices of `n` environment jobs spread evenly over all `n_jobs` (all of them if fewer), for judge calibration."""
+    return {i * n_jobs // n for i in range(n)} if n < n_jobs else set(range(n_jobs))
+
+
 def plan_tool_data(cfg: AgenticConfig, seed: int, backends: Backends | None = None) -> ToolPlan:
     """Tasks for the environments, the tool repository, agents and simulated-tool tasks, cut into shards."""
     tasks = generate_tasks(cfg.envs, cfg.num_tasks, cfg.min_goals, cfg.max_goals, cfg.personas, cfg.test_fraction, seed)
     train = [t for t in tasks if t.split == "train"]
     env_jobs = [EnvJob(task=t, index=j, persona=cfg.personas[(i + j) % len(cfg.personas)], gold_hash=gold_hash(t))
                 for i, t in enumerate(train) for j in range(cfg.trajectories_per_task)]
+    for k in calibration_jobs(len(env_jobs), cfg.roles.judge_calibration if cfg.roles else 0):
+        env_jobs[k].calibrate = True
     tools: list[RepoTool] = []
     agents: list[RepoAgent] = []
     sim_tasks: list[SimTask] = []
@@ -223,13 +247,15 @@ def live_server_agents(tools: Sequence[RepoTool], seed: int) -> list[RepoAgent]:
             for server, ts in sorted(by_server.items())]
 
 
-def rollout_scripted(task: Task, cfg: AgenticConfig, seed: str, persona: str) -> tuple[Episode, str]:
-    """One trajectory of a freshly sampled scripted agent on `task`; returns the episode and the agent name."""
+def rollout_env(task: Task, cfg: AgenticConfig, seed: str, persona: str, llm_agent: AgentRole | None = None) -> tuple[Episode, str]:
+    """One trajectory on `task` of a freshly sampled agent profile (system prompt, tool subset), played by the
+    scripted agent or, given `llm_agent`, by its model; returns the episode and the agent name."""
     rng = random.Random(seed)
     env = make_env(task.env)
     env.reset(task.seed, db=task.initial_db)
     profile = sample_agent(env, rng, cfg.agent_wrong_arg_prob, cfg.agent_extra_write_prob, cfg.agent_missing_tool_prob)
-    agent = ScriptedAgent(profile, task, env, rng)
+    agent: Policy = (ScriptedAgent(profile, task, env, rng) if llm_agent is None
+                     else llm_agent.policy(env.tool_specs(profile.tools), random.Random(f"{seed}:agent").randrange(2**31)))
     user = ScriptedUser(task, persona, env.slot_descriptions)
     env.reset(task.seed, db=task.initial_db, faults=FaultInjector(cfg.p_transient, cfg.p_edge, rng.randrange(2**31)))
     return run_episode(env, agent, user, profile.system_prompt, profile.tools, cfg.max_turns), profile.name
@@ -237,13 +263,14 @@ def rollout_scripted(task: Task, cfg: AgenticConfig, seed: str, persona: str) ->
 
 def rollout_simulated(task: SimTask, tools: dict[str, RepoTool], sim: SimulationConfig, seed: str, engine: Engine,
                       user_backend: ChatBackend | None, roles: RolesConfig | None,
-                      live: Mapping[str, Executor] | None = None) -> Episode:
-    """One trajectory of the plan agent on the stateful simulator (fresh world, modes seeded by the trajectory id);
-    tools in `live` run on their real server instead."""
+                      live: Mapping[str, Executor] | None = None, llm_agent: AgentRole | None = None) -> Episode:
+    """One trajectory of the plan agent (or, given `llm_agent`, of its model) on the stateful simulator (fresh
+    world, modes seeded by the trajectory id); tools in `live` run on their real server instead."""
     rng = random.Random(seed)
     world = SimWorld([tools[n] for n in task.agent.tools], engine, ModeInjector(sim.p_error, sim.p_partial, sim.p_edge, rng.randrange(2**31)),
                      live=live)
-    agent = PlanAgent(task.plan, sim.max_retries, sim.agent_wrong_arg_prob, rng)
+    agent: Policy = (PlanAgent(task.plan, sim.max_retries, sim.agent_wrong_arg_prob, rng) if llm_agent is None
+                     else llm_agent.policy(world.tool_specs(task.agent.tools), random.Random(f"{seed}:agent").randrange(2**31)))
     if user_backend is not None and roles is not None:
         user: Any = LLMUser(user_backend, task.instruction, task.persona, rng.randrange(2**31), roles.temperature, roles.max_tokens)
     else:
@@ -356,16 +383,21 @@ def run_shard(cfg: AgenticConfig, shard: Shard, backends: Backends | None = None
     env_c: dict[str, Counter] = {k: Counter() for k in ("passed", "first_failure", "outcomes", "totals")}
     sim_c: dict[str, Counter] = {k: Counter() for k in ("passed", "first_failure", "outcomes", "totals")}
     env_rows, sim_rows = [], []
+    judge_asker = role_asker(cfg, "judge", backends, shard.seed)
+    judge = LLMJudge(judge_asker, cfg.roles.judge_votes) if judge_asker and cfg.roles else None
+    agent = role_agent(cfg, backends)
+    calibration = Confusion()
     for job in shard.env_jobs:
-        episode, _ = rollout_scripted(job.task, cfg, f"{shard.seed}:{job.task.task_id}:{job.index}", job.persona)
+        episode, _ = rollout_env(job.task, cfg, f"{shard.seed}:{job.task.task_id}:{job.index}", job.persona, agent)
         verdict = judge_episode(job.task, episode, job.gold_hash)
+        if job.calibrate:
+            assert judge is not None, "judge_calibration needs the judge role (RolesConfig checks this)"
+            calibration.add(verdict.passed, judge_env_episode(judge, job.task, episode, job.task.seed + job.index))
         _tally(env_c, verdict.checks, verdict.first_failure, verdict.reward, episode)
         if verdict.passed:
             env_rows.append(_row(f"tool-{job.task.task_id}-{job.index}", episode))
     tools = {t.name: t for t in shard.tools}
     sim_asker = role_asker(cfg, "tool_simulator", backends, shard.seed)
-    judge_asker = role_asker(cfg, "judge", backends, shard.seed)
-    judge = LLMJudge(judge_asker, cfg.roles.judge_votes) if judge_asker and cfg.roles else None
     user_backend = role_backend(cfg, "user", backends)
     votes_yes = votes_total = 0
     with LiveRunner(cfg, shard) as runner:
@@ -375,7 +407,7 @@ def run_shard(cfg: AgenticConfig, shard: Shard, backends: Backends | None = None
             engine: Engine = LLMEngine(sim_asker, sjob.task.seed + sjob.index) if sim_asker else RuleEngine()
             task, gold = runner.prepare(sjob.task, tools)
             live = runner.executors if gold else None
-            episode = rollout_simulated(task, tools, cfg.simulation, seed, engine, user_backend, cfg.roles, live)
+            episode = rollout_simulated(task, tools, cfg.simulation, seed, engine, user_backend, cfg.roles, live, agent)
             verdict, votes = judge_sim_episode(task, episode, judge, sjob.task.seed + sjob.index)
             verdict = runner.judge(verdict, episode, gold)
             votes_total += len(votes)
@@ -389,7 +421,8 @@ def run_shard(cfg: AgenticConfig, shard: Shard, backends: Backends | None = None
             llm.update({f"{role}_calls": asker.calls, f"{role}_failures": asker.failures,
                         f"{role}_prompt_tokens": asker.prompt_tokens, f"{role}_completion_tokens": asker.completion_tokens})
     as_dict = lambda c: {k: dict(v) for k, v in c.items()}  # noqa: E731
-    return ShardResult(env_rows=env_rows, sim_rows=sim_rows, env=as_dict(env_c), sim=as_dict(sim_c), llm=llm, live=runner.counters())
+    return ShardResult(env_rows=env_rows, sim_rows=sim_rows, env=as_dict(env_c), sim=as_dict(sim_c), llm=llm, live=runner.counters(),
+                       agent=dict(agent.counts) if agent else {}, calibration=calibration.model_dump())
 
 
 def _filter_stats(counts: dict[str, Counter], filters: Sequence[str], kept: int) -> dict[str, Any]:
@@ -433,9 +466,24 @@ def merge_shards(cfg: AgenticConfig, plan: ToolPlan, results: Sequence[ShardResu
             stats["simulated"]["live"] = _live_stats(plan, results, filters)
     if plan.repository_report:
         stats["repository"] = plan.repository_report
+    stats.update(_role_stats(cfg, results))
     stats["judged_total"] = stats["generated"] + stats.get("simulated", {}).get("generated", 0)
     stats["kept_total"] = len(rows)
     return tasks_df, pd.DataFrame(rows, columns=SFT_COLUMNS), stats
+
+
+def _role_stats(cfg: AgenticConfig, results: Sequence[ShardResult]) -> dict[str, Any]:
+    """`llm_agent`: the LLM agent's counters over every trajectory (when the agent role is on); `judge_calibration`:
+    the LLM judge against the state verdict (when judge_calibration > 0)."""
+    out: dict[str, Any] = {}
+    if cfg.roles and cfg.roles.agent:
+        totals = Counter(dict.fromkeys(AGENT_COUNTERS, 0))
+        for res in results:
+            totals.update(res.agent)
+        out["llm_agent"] = dict(totals)
+    if cfg.roles and cfg.roles.judge_calibration:
+        out["judge_calibration"] = sum((Confusion(**res.calibration) for res in results), Confusion()).metrics()
+    return out
 
 
 def _live_stats(plan: ToolPlan, results: Sequence[ShardResult], filters: Sequence[str]) -> dict[str, Any]:

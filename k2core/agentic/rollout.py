@@ -1,6 +1,6 @@
 """Multi-turn rollouts: agent policy, simulated user and tool environment exchanging OpenAI-style messages.
 
-The same loop serves data synthesis (scripted agents) and evaluation (a model as the agent).
+The same loop serves data synthesis (scripted or LLM agents) and evaluation (a model as the agent).
 """
 
 from __future__ import annotations
@@ -12,6 +12,15 @@ from k2core.agentic.env import CallRecord, ToolEnv
 from k2core.agentic.users import ScriptedUser
 
 Policy = Callable[[list[dict]], dict]
+
+
+class EndEpisode(Exception):
+    """Raised by a policy that cannot take another turn (e.g. its model refuses the request); the episode ends
+    with `reason` as its end reason, so the judge rejects it as not completed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -30,13 +39,18 @@ def run_episode(env: ToolEnv, policy: Policy, user: ScriptedUser, system_prompt:
     """Alternate agent and user (tools in between) until the user stops or `max_turns` agent turns pass.
 
     `env` must already be reset. Calls to tools outside `tool_names` are refused like unknown tools.
-    The user's final stop message is not kept: the transcript ends with the agent.
+    The user's final stop message is not kept: the transcript ends with the agent. A policy raising `EndEpisode`
+    ends the conversation where it is.
     """
     messages: list[dict] = [{"role": "system", "content": system_prompt}, {"role": "user", "content": user.first_message()}]
     allowed = set(tool_names)
     end_reason, turns = "max_turns", 0
     while turns < max_turns:
-        reply = policy(messages)
+        try:
+            reply = policy(messages)
+        except EndEpisode as stop:
+            end_reason = stop.reason
+            break
         turns += 1
         message = {"role": "assistant", "content": reply.get("content") or ""}
         calls = reply.get("tool_calls") or []

@@ -55,7 +55,7 @@ class SimulationConfig(BaseModel):
 
 class RolesConfig(BaseModel):
     """Which named backend (a key of the backends mapping built from the `llm` section) plays each LLM role;
-    null keeps the offline rule-based role."""
+    null keeps the offline rule-based (or scripted) role."""
 
     model_config = ConfigDict(extra="forbid")
     tool_generator: str | None
@@ -66,6 +66,10 @@ class RolesConfig(BaseModel):
     json_retries: int = Field(ge=0)
     temperature: float = Field(ge=0)
     max_tokens: int = Field(ge=1)
+    agent: str | None = Field(default=None, description="backend of the agent in every rollout (executable "
+                              "environments and simulated tools); null: the scripted agents")
+    judge_calibration: int = Field(default=0, ge=0, description="environment trajectories the LLM judge also scores, "
+                                   "compared with their state verdict (agreement, precision, recall); 0: off")
 
     @model_validator(mode="after")
     def _check(self) -> RolesConfig:
@@ -73,4 +77,6 @@ class RolesConfig(BaseModel):
             raise ValueError("judge_votes must be odd so the majority is defined")
         if self.tool_simulator is not None and self.judge is None:
             raise ValueError("an LLM tool_simulator needs an LLM judge: the rule judge checks values of the rule simulator")
+        if self.judge_calibration and self.judge is None:
+            raise ValueError("judge_calibration needs an LLM judge to calibrate")
         return self

@@ -46,7 +46,7 @@ class SynthConfig(BaseModel):
         roles = self.agentic.roles
         named = [self.rephrase and self.rephrase.backend, self.rephrase and self.rephrase.judge,
                  self.llm_notes and self.llm_notes.backend,
-                 *((roles.tool_generator, roles.user, roles.tool_simulator, roles.judge) if roles else ())]
+                 *((roles.tool_generator, roles.user, roles.tool_simulator, roles.agent, roles.judge) if roles else ())]
         unknown = sorted({n for n in named if n} - set(self.llm))
         if unknown:
             raise ValueError(f"backends {unknown} are not defined in synth.llm (defined: {sorted(self.llm)})")

@@ -115,6 +115,8 @@ class ChatServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ChatServer
     protocol_version = "HTTP/1.1"
+    # Small responses on a kept-alive connection otherwise wait on Nagle + delayed ACK: ~47 ms -> ~1 ms per request.
+    disable_nagle_algorithm = True
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode()
