@@ -277,8 +277,12 @@ def test_openai_backend_gives_up_and_does_not_retry_client_errors(flaky, monkeyp
     Flaky.script = [500, 500, 500]
     with pytest.raises(BackendError, match="gave up after 2 attempts; last: HTTP 500"):
         openai_backend(monkeypatch, url, "m", backoff_s=0.01, max_retries=1).complete(ChatRequest(messages=HELLO))
-    Flaky.script = [400, 200]
-    with pytest.raises(BackendError, match="HTTP 400"):
+    Flaky.script = [400, 200]  # the request itself cannot be served: the caller may drop it and go on
+    with pytest.raises(RequestError, match="HTTP 400"):
+        openai_backend(monkeypatch, url, "m", backoff_s=0.01).complete(ChatRequest(messages=HELLO))
+    assert Flaky.script == [200]
+    Flaky.script = [401, 200]  # a configuration error (key, URL, model): stop
+    with pytest.raises(BackendError, match="HTTP 401"):
         openai_backend(monkeypatch, url, "m", backoff_s=0.01).complete(ChatRequest(messages=HELLO))
     assert Flaky.script == [200]
 

@@ -17,7 +17,7 @@ import httpx
 
 from k2core.llm.base import ChatRequest, ChatResponse, Usage
 from k2core.llm.config import OpenAILLMConfig
-from k2core.llm.errors import BackendError
+from k2core.llm.errors import BackendError, RequestError
 from k2core.llm.messages import assistant_message
 
 MAX_DELAY_S = 60.0
@@ -109,7 +109,9 @@ class OpenAIBackend:
                     except json.JSONDecodeError:
                         raise BackendError(f"{self.base_url} sent a non-JSON reply: {response.text[:300]}") from None
                 failure = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code != 429 and response.status_code < 500:
+                if response.status_code in (400, 413, 422):  # this request cannot be served (e.g. context too long)
+                    raise RequestError(f"{self.base_url} refused the request: {failure}")
+                if response.status_code != 429 and response.status_code < 500:  # auth, URL, model name: config
                     raise BackendError(f"{self.base_url} refused the request: {failure}")
             if attempt < self.cfg.max_retries:
                 delay = _retry_after(response)
