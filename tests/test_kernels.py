@@ -1,5 +1,6 @@
-"""Max-logit kernels: the C++ kernel equals the pure-torch reference, the CUDA source compiles for sm_80/sm_90, and a
-failed build falls back to the reference with exactly one warning."""
+"""Max-logit kernels: the C++ kernel equals the pure-torch reference, the CUDA source compiles for sm_80/sm_90, a
+failed build falls back to the reference with exactly one warning, and the fused CPU attention forward returns the
+reference's output and max logit in one pass."""
 
 import shutil
 import subprocess
@@ -7,10 +8,12 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from k2core.kernels import KernelBuildWarning, backend, build, max_logit, max_logit_mla, max_logit_reference
+from k2core.kernels import (KernelBuildWarning, attention_max_logit, attention_max_logit_reference, backend, build,
+                            max_logit, max_logit_mla, max_logit_reference)
 from k2core.model import K2Config, K2ForCausalLM, max_logits
 from k2core.model.layers import rope_cos_sin
 
@@ -253,3 +256,85 @@ def test_builds_are_cached_per_user_and_environment(monkeypatch, tmp_path):
     assert torch.__version__ in directory.parent.name and directory.name == "k2_max_logit_cpp"
     monkeypatch.delenv(build.CACHE_ENV)
     assert str(build.build_directory("cuda")).startswith(str(build.cache_root()))
+
+
+def _qkv(batch, heads, seq, dim, v_dim, shared=False, dtype=torch.float32, seed=0):
+    q, k = _qk(batch, heads, seq, dim, shared, dtype, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    return q, k, torch.randn(batch, k.shape[1], seq, v_dim, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize(("batch", "heads", "seq", "dim", "v_dim", "shared", "dtype", "masked"), [
+    (1, 1, 1, 8, 8, False, torch.float32, False),      # one token
+    (2, 3, 7, 24, 8, False, torch.float32, True),      # odd length, narrower values, key mask
+    (2, 2, 97, 48, 32, True, torch.float32, False),    # one past two query blocks, shared k/v (MQA)
+    (3, 2, 130, 40, 40, False, torch.float32, True),   # several key tiles, masked
+    (2, 4, 130, 48, 48, False, torch.bfloat16, True),  # bf16
+    (1, 16, 65, 16, 24, True, torch.bfloat16, False),  # many heads, value width not a multiple of 16
+])
+def test_fused_attention_matches_reference(cpp, batch, heads, seq, dim, v_dim, shared, dtype, masked):
+    q, k, v = _qkv(batch, heads, seq, dim, v_dim, shared, dtype)
+    key_mask = torch.rand(batch, seq, generator=torch.Generator().manual_seed(3)) > 0.3 if masked else None
+    out, best = attention_max_logit(q, k, v, 0.2, key_mask)
+    expected_out, expected_best = attention_max_logit_reference(q, k, v, 0.2, key_mask)
+    assert out.dtype == dtype and out.shape == (batch, heads, seq, v_dim)
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1.6e-2, "atol": 1e-2}
+    torch.testing.assert_close(out.float(), expected_out, **tolerance)
+    _close(best, expected_best)
+    _close(best, max_logit(q, k, 0.2, key_mask))  # the one-pass S_max is the separate kernel's
+
+
+def test_fused_attention_equals_sdpa_and_zeroes_queries_that_see_no_key(cpp):
+    q, k, v = _qkv(2, 4, 70, 32, 32)
+    out, _ = attention_max_logit(q, k, v, 0.25)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.25),
+                               rtol=1e-5, atol=1e-5)
+    left_padded = torch.ones(2, 70, dtype=torch.bool)
+    left_padded[1, :5] = False
+    out, _ = attention_max_logit(q, k, v, 0.25, left_padded)
+    assert torch.equal(out[1, :, :5], torch.zeros(4, 5, 32))
+    assert out[1, :, 5:].abs().sum(dim=-1).min() > 0
+
+
+def test_fused_attention_propagates_nan_and_rejects_bad_values(cpp):
+    q, k, v = _qkv(1, 2, 9, 8, 8)
+    q[0, 1, 4, 0] = float("nan")
+    _, best = attention_max_logit(q, k, v, 1.0)
+    assert not torch.isnan(best[0]) and torch.isnan(best[1])
+    with pytest.raises(ValueError, match="v must be"):
+        attention_max_logit(q, k, v[:, :1], 1.0)
+
+
+def test_fused_attention_falls_back_to_the_reference_when_forced(monkeypatch):
+    monkeypatch.setenv(build.FORCE_TORCH_ENV, "torch")
+    q, k, v = _qkv(2, 3, 11, 8, 4, shared=True)
+    out, best = attention_max_logit(q, k, v, 0.5)
+    expected_out, expected_best = attention_max_logit_reference(q, k, v, 0.5)
+    assert torch.equal(out, expected_out) and torch.equal(best, expected_best)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 3), heads=st.integers(1, 5), seq=st.integers(1, 150), dim=st.integers(1, 40),
+       v_dim=st.integers(1, 40), shared=st.booleans(), masked=st.booleans(), seed=st.integers(0, 2**16))
+def test_fused_attention_matches_reference_on_random_shapes(batch, heads, seq, dim, v_dim, shared, masked, seed):
+    if NO_CPP:
+        pytest.skip(f"C++ extension cannot build here: {NO_CPP}")
+    assert backend("cpu") == "cpp"
+    q, k, v = _qkv(batch, heads, seq, dim, v_dim, shared, seed=seed)
+    key_mask = torch.rand(batch, seq, generator=torch.Generator().manual_seed(seed)) > 0.5 if masked else None
+    out, best = attention_max_logit(q, k, v, 0.3, key_mask)
+    expected_out, expected_best = attention_max_logit_reference(q, k, v, 0.3, key_mask)
+    torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+    _close(best, expected_best)
+
+
+def test_fused_attention_threads_agree_with_one(cpp):
+    q, k, v = _qkv(2, 3, 150, 16, 16)
+    torch.set_num_threads(1)
+    one = attention_max_logit(q, k, v, 0.3)
+    torch.set_num_threads(2)
+    try:
+        two = attention_max_logit(q, k, v, 0.3)
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])

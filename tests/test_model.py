@@ -3,6 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from k2core.model import K2Config, K2ForCausalLM, max_logits, reset_max_logits, update_router_bias
 from k2core.model.attention import MLAttention
@@ -158,3 +160,76 @@ def test_bf16_training_step_runs():
     assert router.e_score_correction_bias.dtype == torch.float32  # 1e-3 steps would vanish in bf16
     assert max_logits(model).dtype == torch.float32 and torch.isfinite(max_logits(model)).all()
     assert router.expert_load.sum() == 2 * 8 * model.config.num_experts_per_tok
+
+
+class OutputShapes(TorchDispatchMode):
+    """Records (shape, dtype) of every tensor an aten op returns while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[tuple[int, ...], torch.dtype]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.seen += [(tuple(t.shape), t.dtype) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        return out
+
+
+def _materialised_attention(attn: MLAttention, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The attention as the model computed it before SDPA: explicit logits, masked softmax in fp32, then V."""
+    batch, seq, _ = x.shape
+    cos, sin = rope_cos_sin(torch.arange(seq)[None].expand(batch, -1), attn.rope_dim, 10000.0, x.dtype)
+    q, k, v, _ = attn.project(x, cos, sin, None)
+    logits = (q @ k.transpose(-1, -2) * attn.scale).masked_fill(~allowed, torch.finfo(q.dtype).min)
+    out = F.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype) @ v
+    return attn.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_training_attention_equals_materialised_softmax_and_records_smax(padded):
+    torch.manual_seed(0)
+    attn = MLAttention(_config()).train()
+    x = torch.randn(3, 11, 32)
+    allowed = torch.ones(11, 11, dtype=torch.bool).tril()[None, None]
+    if padded:  # right padding (RL/PTX batches) in row 0, left padding (batched prompts) in row 1
+        keep = torch.ones(3, 11, dtype=torch.bool)
+        keep[0, 7:] = False
+        keep[1, :3] = False
+        allowed = allowed & keep[:, None, None, :]
+        x = torch.where(keep[..., None], x, 30 * x)  # padded keys carry a large k^R: their logits would dominate
+    cos, sin = rope_cos_sin(torch.arange(11)[None].expand(3, -1), attn.rope_dim, 10000.0, x.dtype)
+    out, _ = attn(x, cos, sin, allowed)
+    expected = _materialised_attention(attn, x, allowed)
+    # a query that sees no key (left padding) has an arbitrary output either way; only real queries are compared
+    real = allowed.any(dim=-1)[:, 0].expand(3, -1)
+    torch.testing.assert_close(out[real], expected[real], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        q, k, _, _ = attn.project(x, cos, sin, None)
+        logits = q @ k.transpose(-1, -2) * attn.scale
+    expected_max = logits.masked_fill(~allowed, float("-inf")).amax(dim=(0, 2, 3))
+    torch.testing.assert_close(attn.max_logit, expected_max, rtol=1e-6, atol=1e-6)
+    if padded:
+        causal = torch.ones(11, 11, dtype=torch.bool).tril()
+        assert (logits.masked_fill(~causal, float("-inf")).amax(dim=(0, 2, 3)) > expected_max).all()
+
+
+def test_training_step_builds_no_seq_by_seq_logits():
+    """Forward and backward of a training step: the only [T, T] tensors are the boolean causal mask's."""
+    torch.manual_seed(0)
+    model = K2ForCausalLM(_config(num_hidden_layers=1, first_k_dense_replace=1)).train()
+    ids = torch.randint(0, 64, (2, 37))
+    with OutputShapes() as shapes:
+        model(ids, labels=ids).loss.backward()
+    square = {dtype for shape, dtype in shapes.seen if shape[-2:] == (37, 37)}
+    assert square == {torch.bool}
+    assert torch.isfinite(max_logits(model)).all()
+
+
+def test_a_recording_forward_cannot_continue_a_kv_cache():
+    torch.manual_seed(0)
+    model = K2ForCausalLM(_config()).train()
+    ids = torch.randint(0, 64, (1, 6))
+    with torch.no_grad():
+        cache = model(ids[:, :4], use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="whole sequences"):
+        model(ids[:, 4:], attention_mask=torch.ones(1, 6), past_key_values=cache)

@@ -1,13 +1,19 @@
 """QK-Clip against the K2 formula: per-head gamma = tau / S_max on q^C, k^C (sqrt) and q^R (full); nothing else."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from k2core.model import K2Config, K2ForCausalLM, max_logits
 from k2core.model.layers import rope_cos_sin
+from k2core.optim import ClipsQK, clip_layers
 from k2core.optim.qk_clip import apply_qk_clip
 
 NOPE, ROPE, V, HEADS = 8, 8, 8, 4
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _model(q_lora_rank: int | None = 24, layers: int = 1, seed: int = 0) -> K2ForCausalLM:
@@ -138,3 +144,26 @@ def test_hook_lets_a_master_copy_follow_the_clip():
     apply_qk_clip(model, float(s.min()) * 0.5, on_scale=on_scale)
     for p in model.parameters():
         torch.testing.assert_close(masters[id(p)].float(), p.detach(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("q_lora_rank", [24, None])
+def test_mla_attention_is_itself_a_clips_qk_with_the_k2_row_factors(q_lora_rank):
+    model = _model(q_lora_rank, layers=2)
+    attns = [layer.self_attn for layer in model.model.layers]
+    assert all(isinstance(attn, ClipsQK) for attn in attns)
+    assert clip_layers(model) == attns  # the modules themselves, in order: no adapter in between
+    gamma = torch.tensor([1.0, 0.25, 0.64, 1.0])
+    (q_weight, q_rows), (kv_weight, kv_rows) = attns[0].qk_clip_rows(gamma)
+    assert q_weight is attns[0].query_weight() and kv_weight is attns[0].kv_b_proj.weight
+    assert q_rows.shape == (q_weight.shape[0],) and kv_rows.shape == (kv_weight.shape[0],)
+    root = gamma.sqrt()[:, None]
+    q_expected = torch.cat([root.expand(-1, NOPE), gamma[:, None].expand(-1, ROPE)], 1)
+    torch.testing.assert_close(q_rows.view(HEADS, -1), q_expected)
+    torch.testing.assert_close(kv_rows.view(HEADS, -1), torch.cat([root.expand(-1, NOPE), torch.ones(HEADS, V)], 1))
+
+
+def test_model_package_does_not_import_the_optimizer_package():
+    """k2core.optim depends on k2core.model (tests, trainer), never the reverse: ClipsQK is matched structurally."""
+    code = "import sys, k2core.model, k2core.model.attention_variants; print('k2core.optim' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "False"

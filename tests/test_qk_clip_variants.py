@@ -8,6 +8,7 @@ from k2core.model import K2Config, K2ForCausalLM, max_logits
 from k2core.model.attention_variants import GQAttention, MHAttention
 from k2core.model.layers import rope_cos_sin
 from k2core.optim.qk_clip import apply_qk_clip, clip_layers, reset_clip_maxima, step_max_logits
+from tests.test_model import OutputShapes
 
 HIDDEN, HEADS, DIM, SEQ = 32, 4, 8, 10
 LAYOUTS = {"mha": HEADS, "gqa": 2, "mqa": 1}
@@ -154,7 +155,7 @@ def test_one_clip_call_covers_mixed_layouts_in_a_model():
     model.model.layers[1].self_attn = GQAttention(HIDDEN, HEADS, 2, DIM)  # rope dim = head dim, as K2Model passes
     ids = torch.randint(0, 64, (2, SEQ), generator=torch.Generator().manual_seed(3))
     model(ids, labels=ids).loss.backward()
-    assert [type(layer).__name__ for layer in clip_layers(model)] == ["_MLARows", "GQAttention"]
+    assert [type(layer).__name__ for layer in clip_layers(model)] == ["MLAttention", "GQAttention"]
     s = step_max_logits(model)
     tau = float(torch.cat(s).min()) / 2  # every head of both layers clips
     gqa = model.model.layers[1].self_attn
@@ -165,3 +166,32 @@ def test_one_clip_call_covers_mixed_layouts_in_a_model():
     torch.testing.assert_close(gqa.q_proj.weight, q_before * (tau / s[1]).repeat_interleave(DIM)[:, None])
     model(ids, labels=ids)  # layer 0 sees the same input, so its heads now peak at tau (layer 1's input moved)
     torch.testing.assert_close(step_max_logits(model)[0], torch.full((HEADS,), tau), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("padded", [False, True])
+def test_training_output_and_smax_equal_the_materialised_logits(layout, padded):
+    attn = _attention(layout)
+    x, cos, sin, allowed = _inputs()
+    if padded:
+        keep = torch.ones(3, SEQ, dtype=torch.bool)
+        keep[0, 6:] = False
+        allowed = allowed & keep[:, None, None, :]
+    out, _ = attn(x, cos, sin, allowed)
+    logits = _logits(attn, (x, cos, sin, allowed))
+    with torch.no_grad():
+        v = attn.project(x, cos, sin, None)[2]
+        probs = logits.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+        expected = attn.o_proj((probs @ v).transpose(1, 2).reshape(3, SEQ, -1))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attn.max_logit, logits.masked_fill(~allowed, float("-inf")).amax(dim=(0, 2, 3)),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_training_forward_and_backward_build_no_seq_by_seq_logits(layout):
+    attn, inputs = _attention(layout), _inputs()
+    with OutputShapes() as shapes:
+        attn(*inputs)[0].sum().backward()
+    assert {dtype for shape, dtype in shapes.seen if shape[-2:] == (SEQ, SEQ)} <= {torch.bool}
+    assert torch.isfinite(attn.max_logit).all()

@@ -24,7 +24,7 @@ KernelOp = Callable[..., None]
 
 CSRC = Path(__file__).with_name("csrc")
 _SOURCES: dict[Kind, tuple[str, ...]] = {
-    "cpp": ("max_logit_cpu.cpp", "bind_cpu.cpp"),
+    "cpp": ("max_logit_cpu.cpp", "attention_cpu.cpp", "bind_cpu.cpp"),
     "cuda": ("max_logit_cuda.cu", "bind_cuda.cpp"),
 }
 _FIX: dict[Kind, str] = {

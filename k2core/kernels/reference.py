@@ -35,3 +35,21 @@ def max_logit_reference(pieces: Pieces, scale: float, key_mask: Tensor | None = 
             allowed = allowed & key_mask[:, None, None, :i1].bool()
         best = torch.maximum(best, logits.masked_fill(~allowed, float("-inf")).amax(dim=(0, 2, 3)))
     return best
+
+
+@torch.no_grad()
+def attention_max_logit_reference(q: Tensor, k: Tensor, v: Tensor, scale: float, key_mask: Tensor | None = None
+                                  ) -> tuple[Tensor, Tensor]:
+    """Causal attention output [B, H, T, Dv] (fp32; zero for a query with no allowed key) and the per-head max logit
+    [H] over the allowed pairs, from materialised fp32 logits: the definition the fused kernel is tested against."""
+    seq = q.shape[2]
+    logits = q.float() @ k.float().transpose(-1, -2) * scale
+    allowed = torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril()[None, None]
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, None, :].bool()
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    heads = q.shape[1]
+    best = logits.amax(dim=(0, 2, 3)) if logits.numel() else torch.full((heads,), float("-inf"), device=q.device)
+    probs = torch.softmax(logits, dim=-1)
+    probs = torch.where(allowed.any(dim=-1, keepdim=True), probs, 0.0)  # softmax of an all -inf row is NaN
+    return probs @ v.float(), best

@@ -1,23 +1,28 @@
 """Multi-head Latent Attention (MLA) with the per-head max-logit record QK-Clip needs.
 
 Per head h the query is [q^C_h | q^R_h] and the key [k^C_h | k^R] where k^R (the rotary key) is shared by all heads;
-keys and values are expanded from one compressed latent that is also what the KV cache stores.
+keys and values are expanded from one compressed latent that is also what the KV cache stores. Attention runs
+through SDPA and S_max through ``k2core.kernels.max_logit_mla``, so no [T, T] logits are materialised.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from k2core.kernels import max_logit_mla
 from k2core.model.config import K2Config
-from k2core.model.layers import KeepsFp32Buffers, RMSNorm, apply_rope
+from k2core.model.layers import (KeepsFp32Buffers, RMSNorm, apply_rope, attend, key_padding, record_max,
+                                 smax_key_mask)
 
 LatentCache = tuple[torch.Tensor, torch.Tensor]  # (normed kv latent [B, S, r], rotated shared key [B, 1, S, d_R])
 
 
 class MLAttention(KeepsFp32Buffers):
-    """MLA; in training forwards (grad enabled) it keeps a running per-head max of the scaled, unmasked logits."""
+    """MLA; in training forwards (grad enabled) it keeps a running per-head max of the scaled, unmasked logits.
+
+    It is a ``k2core.optim.qk_clip.ClipsQK`` (``max_logit`` + ``qk_clip_rows``), so QK-Clip needs no adapter.
+    """
 
     fp32_buffers = ("max_logit",)
 
@@ -44,7 +49,7 @@ class MLAttention(KeepsFp32Buffers):
         self.o_proj = nn.Linear(heads * config.v_head_dim, hidden, bias=bias)
         self.register_buffer("max_logit", torch.full((heads,), float("-inf")), persistent=False)
 
-    def query_weight(self) -> torch.Tensor:
+    def query_weight(self) -> nn.Parameter:
         """The matrix whose rows are the per-head [q^C | q^R] outputs (q_b_proj, or q_proj without a q LoRA)."""
         return (self.q_proj if self.q_lora_rank is None else self.q_b_proj).weight
 
@@ -74,17 +79,26 @@ class MLAttention(KeepsFp32Buffers):
         """``allowed`` [B or 1, 1, T, S] is True where query t may attend key s (causal and not padding)."""
         batch, seq, _ = x.shape
         q, k, v, cache = self.project(x, cos, sin, past)
+        keys = key_padding(allowed)
         if self.training and torch.is_grad_enabled():
-            logits = torch.matmul(q, k.transpose(-1, -2)) * self.scale
-            with torch.no_grad():
-                head_max = logits.masked_fill(~allowed, float("-inf")).amax(dim=(0, 2, 3))
-                self.max_logit.copy_(torch.maximum(self.max_logit, head_max.float()))
-            logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
-            probs = F.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
-            out = torch.matmul(probs, v)
-        else:
-            bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
-            bias.masked_fill_(~allowed, torch.finfo(q.dtype).min)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+            self.record_max_logit(q, k, keys)
+        out = attend(q, k, v, allowed, keys, self.scale)
         out = out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.v_dim)
         return self.o_proj(out), cache
+
+    def record_max_logit(self, q: torch.Tensor, k: torch.Tensor, keys: torch.Tensor | None) -> None:
+        """Fold this forward's per-head S_max (max over the batch of the scaled logits of allowed pairs) into
+        ``max_logit``; q and k are ``project``'s, ``keys`` the key padding mask [B, T] or None."""
+        key_mask = smax_key_mask(q, k, keys)
+        q_nope, q_rope = q.split([self.nope_dim, self.rope_dim], dim=-1)
+        k_nope, k_rope = k.split([self.nope_dim, self.rope_dim], dim=-1)
+        record_max(self.max_logit, max_logit_mla(q_nope, q_rope, k_nope, k_rope[:, :1], self.scale, key_mask))
+
+    def qk_clip_rows(self, gamma: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """QK-Clip's MLA rule (K2 §2.1), as (weight, per-row factor) pairs: q^C rows and the k^C rows of kv_b_proj by
+        sqrt(gamma_h), q^R rows by gamma_h; the shared k^R, the value rows and o_proj untouched. Every logit of head
+        h is then gamma_h times its old value."""
+        root = gamma.sqrt()[:, None]
+        q_scale = torch.cat([root.expand(-1, self.nope_dim), gamma[:, None].expand(-1, self.rope_dim)], dim=1)
+        kv_scale = torch.cat([root.expand(-1, self.nope_dim), torch.ones_like(root).expand(-1, self.v_dim)], dim=1)
+        return [(self.query_weight(), q_scale.flatten()), (self.kv_b_proj.weight, kv_scale.flatten())]

@@ -1,7 +1,8 @@
 """Plain multi-head (MHA) and grouped-query (GQA/MQA) attention with the per-head max-logit record QK-Clip needs.
 
 Both keep the call signature of ``MLAttention`` (``x, cos, sin, allowed, past``) and record S_max the same way: in
-training forwards (grad enabled) a running per-head max of the scaled, unmasked logits, untouched by eval forwards.
+training forwards (grad enabled) a running per-head max of the scaled, unmasked logits, untouched by eval forwards,
+computed by ``k2core.kernels.max_logit`` beside SDPA (no [T, T] logits).
 Each class also says how QK-Clip rescales it (``qk_clip_rows``), so ``k2core.optim.apply_qk_clip`` never has to know
 the layout:
 
@@ -15,29 +16,12 @@ the layout:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from k2core.model.layers import KeepsFp32Buffers, apply_rope
+from k2core.kernels import max_logit
+from k2core.model.layers import KeepsFp32Buffers, apply_rope, attend, key_padding, record_max, smax_key_mask
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (rotated keys [B, H_kv, S, d], values [B, H_kv, S, d])
-
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float,
-           record: torch.Tensor | None) -> torch.Tensor:
-    """softmax(scale * q k^T) v over allowed pairs; with ``record`` ([H] fp32) its entries become the running max of
-    the scaled logits of the allowed pairs per head (the logits are materialised only then)."""
-    if record is None:
-        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
-        bias.masked_fill_(~allowed, torch.finfo(q.dtype).min)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
-    with torch.no_grad():
-        head_max = logits.masked_fill(~allowed, float("-inf")).amax(dim=(0, 2, 3))
-        record.copy_(torch.maximum(record, head_max.float()))
-    logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
-    probs = F.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
-    return torch.matmul(probs, v)
 
 
 class GQAttention(KeepsFp32Buffers):
@@ -88,9 +72,19 @@ class GQAttention(KeepsFp32Buffers):
         """``allowed`` [B or 1, 1, T, S] is True where query t may attend key s (causal and not padding)."""
         batch, seq, _ = x.shape
         q, k, v, cache = self.project(x, cos, sin, past)
-        record = self.max_logit if self.training and torch.is_grad_enabled() else None
-        out = attend(q, k, v, allowed, self.scale, record)
+        keys = key_padding(allowed)
+        if self.training and torch.is_grad_enabled():
+            self.record_max_logit(q, k, keys)
+        out = attend(q, k, v, allowed, keys, self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1)), cache
+
+    def record_max_logit(self, q: torch.Tensor, k: torch.Tensor, keys: torch.Tensor | None) -> None:
+        """Fold this forward's per-head S_max into ``max_logit``: q and k [B, H, T, d] are ``project``'s, ``keys``
+        the key padding mask [B, T] or None."""
+        key_mask = smax_key_mask(q, k, keys)
+        if self.num_kv_heads == 1:  # MQA: the kernel packs one key shared by all heads instead of H copies
+            k = k[:, :1]
+        record_max(self.max_logit, max_logit(q, k, self.scale, key_mask))
 
     def _head_rows(self, per_head: torch.Tensor) -> torch.Tensor:
         """[H] per-head factors -> [H * head_dim] per-row factors of a head-major projection."""

@@ -1,4 +1,5 @@
-"""Small building blocks shared by attention and MoE: RMSNorm, interleaved RoPE, SwiGLU MLP."""
+"""Small building blocks shared by attention and MoE: RMSNorm, interleaved RoPE, SDPA with the model's masks, SwiGLU
+MLP."""
 
 from __future__ import annotations
 
@@ -39,6 +40,58 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     cos, sin = cos[:, None], sin[:, None]
     even, odd = x[..., 0::2], x[..., 1::2]
     return torch.cat([even * cos - odd * sin, odd * cos + even * sin], dim=-1)
+
+
+def key_padding(allowed: torch.Tensor) -> torch.Tensor | None:
+    """The key mask [B or 1, S] (True = real token) behind an attention mask ``allowed`` [B or 1, 1, T, S] = causal
+    and not padding, or None when no key is padded, and None for a forward that continues a KV cache (T < S), which
+    uses neither (decoding reads ``allowed`` whole, without a device sync here).
+
+    The last query row of a causal mask sees every key, so that row is the key mask. This lets S_max (through
+    ``k2core.kernels``) and SDPA's causal path work from the mask the model builds without reading its [T, S] body.
+    """
+    if allowed.shape[-2] != allowed.shape[-1]:
+        return None
+    keys = allowed[:, 0, -1]
+    return None if bool(keys.all()) else keys
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, keys: torch.Tensor | None,
+           scale: float) -> torch.Tensor:
+    """softmax(scale * q k^T) v over the allowed pairs through SDPA; ``keys`` is ``key_padding(allowed)``.
+
+    SDPA's fused (flash) kernels need one head width for q, k and v, so with MLA's narrower values v is zero-padded
+    and the output cut back (zero columns change nothing); otherwise SDPA would fall back to its math path, which
+    materialises the [T, T] logits. Without padding or a cache SDPA applies causality itself (no mask tensor);
+    otherwise the mask is an additive bias of the dtype's minimum rather than a boolean mask, so a query that may see
+    no key (left padding) gets a finite, ignored output instead of NaN.
+    """
+    width = v.shape[-1]
+    if width < q.shape[-1]:
+        v = F.pad(v, (0, q.shape[-1] - width))
+    if keys is None and q.shape[2] == k.shape[2]:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    else:
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        bias.masked_fill_(~allowed, torch.finfo(q.dtype).min)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    return out[..., :width]
+
+
+def smax_key_mask(q: torch.Tensor, k: torch.Tensor, keys: torch.Tensor | None) -> torch.Tensor | None:
+    """``keys`` as the [B, T] key mask the max-logit kernels take, after checking that the forward covers whole
+    sequences (the kernels count pairs j <= i of one length T, which a forward continuing a KV cache is not)."""
+    if q.shape[2] != k.shape[2]:
+        raise ValueError("S_max is recorded over whole sequences: a training forward (grad enabled) cannot continue "
+                         "a KV cache; run cached decoding under torch.no_grad() or in eval mode")
+    return None if keys is None else keys.expand(q.shape[0], -1)
+
+
+def record_max(record: torch.Tensor, s_max: torch.Tensor) -> None:
+    """Fold one forward's per-head S_max into a running record [H] (fp32); the max is idempotent, so an activation
+    recomputation of the same forward leaves the record unchanged."""
+    with torch.no_grad():
+        record.copy_(torch.maximum(record, s_max.to(record.device, torch.float32)))
 
 
 class SwiGLU(nn.Module):

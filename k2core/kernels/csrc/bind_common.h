@@ -17,6 +17,19 @@ inline k2_operand operand(const at::Tensor& t, int64_t batch, int64_t seq) {
   return {t.data_ptr(), t.stride(0), t.size(1) == 1 ? 0 : t.stride(1), t.stride(2), t.size(3)};
 }
 
+// Points args.key_mask (and its strides) at an optional bool [B, T] mask after checking it.
+template <typename Args>
+void attach_key_mask(Args& a, const std::optional<at::Tensor>& key_mask, const at::Tensor& out) {
+  if (!key_mask.has_value()) return;
+  const at::Tensor& m = *key_mask;
+  TORCH_CHECK(m.scalar_type() == at::kBool && m.dim() == 2 && m.size(0) == a.batch && m.size(1) == a.seq,
+              "k2_kernels: key_mask must be a bool [B, T] tensor");
+  TORCH_CHECK(m.device() == out.device(), "k2_kernels: all inputs must be on one device");
+  a.key_mask = static_cast<const uint8_t*>(m.data_ptr());
+  a.mask_sb = m.stride(0);
+  a.mask_st = m.stride(1);
+}
+
 inline k2_max_logit_args make_args(const at::Tensor& q1, const at::Tensor& k1, const std::optional<at::Tensor>& q2,
                                    const std::optional<at::Tensor>& k2, const std::optional<at::Tensor>& key_mask,
                                    double scale, const at::Tensor& out) {
@@ -45,15 +58,7 @@ inline k2_max_logit_args make_args(const at::Tensor& q1, const at::Tensor& k1, c
     a.q[p] = operand(*qs[p], a.batch, a.seq);
     a.k[p] = operand(*ks[p], a.batch, a.seq);
   }
-  if (key_mask.has_value()) {
-    const at::Tensor& m = *key_mask;
-    TORCH_CHECK(m.scalar_type() == at::kBool && m.dim() == 2 && m.size(0) == a.batch && m.size(1) == a.seq,
-                "max_logit: key_mask must be a bool [B, T] tensor");
-    TORCH_CHECK(m.device() == out.device(), "max_logit: all inputs must be on one device");
-    a.key_mask = static_cast<const uint8_t*>(m.data_ptr());
-    a.mask_sb = m.stride(0);
-    a.mask_st = m.stride(1);
-  }
+  attach_key_mask(a, key_mask, out);
   return a;
 }
 

@@ -7,49 +7,25 @@
 
 #include <algorithm>
 #include <cstring>
-#include <limits>
 #include <vector>
 
+#include "cpu_common.h"
+
 namespace {
+
+using namespace k2cpu;
 
 constexpr int64_t kBQ = 48;    // queries per work item (a multiple of kRows)
 constexpr int64_t kBK = 64;    // keys per packed tile (a multiple of kCols)
 constexpr int64_t kRows = 6;   // register block: queries (6 x 16 floats fit the 16 AVX2 registers with room to load)
 constexpr int kCols = 16;      // register block: keys (one AVX-512 or two AVX2 vectors)
-constexpr float kEmpty = -std::numeric_limits<float>::infinity();
-typedef float Lanes4 __attribute__((vector_size(16)));   // SSE
-typedef float Lanes8 __attribute__((vector_size(32)));   // AVX2
-typedef float Lanes16 __attribute__((vector_size(64)));  // AVX-512
-typedef int32_t Flags4 __attribute__((vector_size(16)));  // per-lane comparison results of the same widths
-typedef int32_t Flags8 __attribute__((vector_size(32)));
-typedef int32_t Flags16 __attribute__((vector_size(64)));
-
-// Max that lets a NaN win, like torch.amax, so a diverged step shows up as NaN instead of being hidden.
-inline float nan_max(float acc, float value) { return (value > acc || value != value) ? value : acc; }
-
-// n consecutive elements of an fp32 or bf16 row, as fp32, to dst[0], dst[stride], ...
-void convert(const void* src, int dtype, int64_t n, float* dst, int64_t stride) {
-  if (dtype == K2_BF16) {
-    const uint16_t* in = static_cast<const uint16_t*>(src);
-    for (int64_t d = 0; d < n; ++d) {
-      const uint32_t bits = static_cast<uint32_t>(in[d]) << 16;
-      std::memcpy(dst + d * stride, &bits, sizeof(float));
-    }
-  } else {
-    const float* in = static_cast<const float*>(src);
-    for (int64_t d = 0; d < n; ++d) dst[d * stride] = in[d];
-  }
-}
 
 // Row `row` of (b, h), all pieces side by side along d, as fp32 to dst[d * stride].
 void load_row(const k2_max_logit_args& a, const k2_operand* ops, int64_t b, int64_t h, int64_t row, float* dst,
               int64_t stride) {
   for (int p = 0; p < a.pieces; ++p) {
-    const k2_operand& op = ops[p];
-    const size_t bytes = a.dtype == K2_BF16 ? 2 : 4;
-    const char* src = static_cast<const char*>(op.data) + (b * op.sb + h * op.sh + row * op.st) * bytes;
-    convert(src, a.dtype, op.dim, dst, stride);
-    dst += op.dim * stride;
+    load_operand_row(ops[p], a.dtype, b, h, row, dst, stride);
+    dst += ops[p].dim * stride;
   }
 }
 
@@ -119,16 +95,11 @@ __attribute__((target("avx512f"))) float tile_max_avx512(const Tile& t) { return
 __attribute__((target("avx2,fma"))) float tile_max_avx2(const Tile& t) { return tile_max_lanes<Lanes8, Flags8>(t); }
 #endif
 
-// The widest micro-kernel this CPU runs (the binary itself is built for baseline x86-64, so it is portable).
-TileMax pick_tile_max() {
 #if defined(__GNUC__) && defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) return tile_max_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return tile_max_avx2;
+const TileMax tile_max = pick_widest<TileMax>(tile_max_avx512, tile_max_avx2, tile_max_default);
+#else
+const TileMax tile_max = tile_max_default;
 #endif
-  return tile_max_default;
-}
-
-const TileMax tile_max = pick_tile_max();
 
 // Keys of every (batch, key head) packed once as fp32 tiles [key block][D][kBK], zero-padded, so the micro-kernel
 // reads kCols consecutive keys per dimension. Keys shared by all heads (head stride 0) are packed once.
