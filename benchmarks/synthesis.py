@@ -1,7 +1,7 @@
 """Throughput of the synthesis pipeline: tool-use trajectories, rephrased tokens by backend, validation rows.
 
     .venv/bin/python benchmarks/synthesis.py [--profile ci] [--rows 100000] [--pandas-rows N] [--chunks 16]
-                                             [--local-chunks 1]
+                                             [--local-chunks 1] [--table-rows 20000]
 
 - trajectories/s: `k2core.agentic.generate_tool_data` on the profile's `synth.agentic` config;
 - rephrased tokens/s by backend: the offline `RuleRephraser` on `--chunks` corpus chunks, rewrite alone and with
@@ -9,7 +9,9 @@
   installed (0 skips it). Tokens are counted the same way for every backend (`rephrase.count_tokens`);
 - validation rows/s: the sft schema on the same `--rows`-row chat table (the profile's real SFT rows, repeated
   with unique ids) with the polars (vectorised) engine, and the pandas (pydantic, per row) engine on its first
-  `--pandas-rows` rows (default: all; the pandas engine needs minutes for 100k rows on 2 cores).
+  `--pandas-rows` rows (default: all; the pandas engine needs minutes for 100k rows on 2 cores); likewise the tool
+  JSON tables (tool_tasks, tool_specs, agents: the profile's real rows repeated to `--table-rows` rows, every
+  checked value made distinct), both engines on the same rows.
 
 Prints JSON: rates, ratios between them, and rates per matmul unit measured in the same run.
 """
@@ -29,7 +31,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine_unit_s  # noqa: E402
-from k2core.agentic import generate_tool_data  # noqa: E402
+from k2core.agentic import ToolDatasets, generate_tool_datasets  # noqa: E402
 from k2core.config import load_params  # noqa: E402
 from k2core.data.corpus import build_text_corpus, chunk_text  # noqa: E402
 from k2core.data.embeddings import minilm  # noqa: E402
@@ -39,6 +41,8 @@ from k2core.data.rephrase import LLMRephraser, RephraseConfig, Rephraser, RuleRe
 from k2core.data.synth import SFT_COLUMNS, SynthConfig, math_sft_rows  # noqa: E402
 from k2core.validation import find_failures  # noqa: E402
 from k2core.validation.chat_polars import find_chat_failures  # noqa: E402
+from k2core.validation.records import _tools_error_of_text  # noqa: E402
+from k2core.validation.tables_polars import TABLES  # noqa: E402
 
 REPHRASE = RephraseConfig(max_chunks=0, chunk_chars=700, context_chars=300, styles=["textbook"], min_similarity=0.85,
                           max_attempts=1, max_tokens=256, temperature=0.0, backend=None, judge=None)
@@ -50,10 +54,16 @@ def timed(fn):  # noqa: ANN001, ANN201 - any zero-argument call
     return result, time.perf_counter() - start
 
 
-def trajectories(cfg: SynthConfig) -> tuple[dict[str, float], pd.DataFrame]:
-    (_, sft, stats), seconds = timed(lambda: generate_tool_data(cfg.agentic, cfg.seed))
-    judged = stats.get("judged_total", stats["generated"])
-    return {"trajectories": judged, "trajectories_s": seconds, "trajectories_per_s": judged / seconds}, sft
+def cold(fn):  # noqa: ANN001, ANN201 - any zero-argument validation
+    """`timed`, with the tools-check cache emptied first, so no engine inherits another's work."""
+    _tools_error_of_text.cache_clear()
+    return timed(fn)
+
+
+def trajectories(cfg: SynthConfig) -> tuple[dict[str, float], ToolDatasets]:
+    data, seconds = timed(lambda: generate_tool_datasets(cfg.agentic, cfg.seed))
+    judged = data.stats.get("judged_total", data.stats["generated"])
+    return {"trajectories": judged, "trajectories_s": seconds, "trajectories_per_s": judged / seconds}, data
 
 
 def rephrase_rate(rephraser: Rephraser, chunks: list[str], checker: FidelityChecker | None) -> tuple[float, float]:
@@ -97,16 +107,60 @@ def chat_table(cfg: SynthConfig, tool_sft: pd.DataFrame, rows: int) -> pd.DataFr
 
 def validation(table: pd.DataFrame, pandas_rows: int) -> dict[str, float]:
     native = pl.from_pandas(table)
-    polars_report, polars_s = timed(lambda: find_chat_failures(native, "bench"))
-    from_pandas_report, from_pandas_s = timed(lambda: find_failures("sft", table, "bench", "polars"))
+    polars_report, polars_s = cold(lambda: find_chat_failures(native, "bench"))
+    from_pandas_report, from_pandas_s = cold(lambda: find_failures("sft", table, "bench", "polars"))
     head = table.head(pandas_rows)
-    pandas_report, pandas_s = timed(lambda: find_failures("sft", head, "bench", "pandas"))
+    pandas_report, pandas_s = cold(lambda: find_failures("sft", head, "bench", "pandas"))
     if not (len(polars_report) == len(from_pandas_report) == len(pandas_report) == 0):
         raise RuntimeError("the benchmark table should be valid; a report row means a checker disagrees")
     polars_rate, pandas_rate = len(table) / polars_s, len(head) / pandas_s
     return {"validation_rows": len(table), "pandas_rows": len(head), "pandas_rows_per_s": pandas_rate,
             "polars_rows_per_s": polars_rate, "polars_from_pandas_rows_per_s": len(table) / from_pandas_s,
             "polars_vs_pandas": polars_rate / pandas_rate}
+
+
+def repeated(frame: pd.DataFrame, rows: int, key: str) -> pd.DataFrame:
+    """`frame`'s rows cycled to `rows` rows, with every checked value made distinct as in real data (both engines
+    check a repeated value once): a unique `key` (a spec names its row, so it is renamed too), a row number in the
+    free text and in each JSON object or list (an extra argument-free gold action, an extra agent tool)."""
+    table = frame.iloc[[i % len(frame) for i in range(rows)]].reset_index(drop=True)
+    n = range(len(table))
+    table[key] = [f"{v}_{i}"[-64:] if key == "name" else f"{v}-{i}" for i, v in zip(n, table[key], strict=True)]
+    for column in ("instruction", "description", "system_prompt"):
+        if column in table:
+            table[column] = [f"{v} #{i}" for i, v in zip(n, table[column], strict=True)]
+    for column in ("initial_state", "rubric"):
+        if column in table:
+            table[column] = [json.dumps({**json.loads(v), "bench_row": i}) for i, v in zip(n, table[column], strict=True)]
+    extra = {"gold_actions": lambda i: {"name": "bench_noop", "arguments": {"row": i}}, "tools": lambda i: f"bench_{i}"}
+    for column, item in extra.items():
+        if column in table:
+            table[column] = [json.dumps([*json.loads(v), item(i)]) for i, v in zip(n, table[column], strict=True)]
+    if "spec" in table:
+        specs = [json.loads(s) for s in table["spec"]]
+        for spec, name in zip(specs, table["name"], strict=True):
+            spec["function"]["name"] = name
+        table["spec"] = [json.dumps(s) for s in specs]
+    return table
+
+
+def table_validation(data: ToolDatasets, rows: int) -> dict[str, float]:
+    """Rows/s of both engines on each tool JSON table, `rows` rows each."""
+    frames = {"tool_tasks": repeated(data.tasks, rows, "task_id"), "tool_specs": repeated(data.tools, rows, "name"),
+              "agents": repeated(data.agents, rows, "agent_id")}
+    out: dict[str, float] = {}
+    for name in TABLES:
+        reports, rates = [], {}
+        for engine in ("pandas", "polars"):
+            report, seconds = cold(lambda: find_failures(name, frames[name], "bench", engine))
+            reports.append(report)
+            rates[engine] = rows / seconds
+        if any(len(r) for r in reports):
+            raise RuntimeError(f"the {name} benchmark table should be valid; a report row means a checker disagrees")
+        out.update({f"{name}_rows": rows, f"{name}_pandas_rows_per_s": rates["pandas"],
+                    f"{name}_polars_rows_per_s": rates["polars"],
+                    f"{name}_polars_vs_pandas": rates["polars"] / rates["pandas"]})
+    return out
 
 
 def main() -> None:
@@ -116,16 +170,18 @@ def main() -> None:
     parser.add_argument("--pandas-rows", type=int, default=None)
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--local-chunks", type=int, default=1)
+    parser.add_argument("--table-rows", type=int, default=20_000)
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
     cfg = load_params(root / "params.yaml", args.profile).section("synth")
     assert isinstance(cfg, SynthConfig)
     unit = machine_unit_s()
     result: dict[str, float | str] = {"profile": args.profile, "machine_unit_s": unit}
-    traj, tool_sft = trajectories(cfg)
+    traj, tool = trajectories(cfg)
     result.update(traj)
     result.update(rephrasing(cfg, args.chunks, args.local_chunks))
-    result.update(validation(chat_table(cfg, tool_sft, args.rows), args.pandas_rows or args.rows))
+    result.update(validation(chat_table(cfg, tool.sft, args.rows), args.pandas_rows or args.rows))
+    result.update(table_validation(tool, args.table_rows))
     for key in ("trajectories_per_s", "rules_tokens_per_s", "local_tokens_per_s", "polars_rows_per_s",
                 "pandas_rows_per_s"):
         if key in result:

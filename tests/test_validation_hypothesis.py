@@ -1,5 +1,6 @@
-"""Property: for every dataset and both chat engines, each malformed row is quarantined with the right field,
-no valid row is, and valid + quarantined rows are exactly the input (nothing lost, nothing invented)."""
+"""Property: for every dataset and both engines (polars where it applies: the chat and tool JSON tables), each
+malformed row is quarantined with the right field, no valid row is, and valid + quarantined rows are exactly the
+input (nothing lost, nothing invented); the engines name the same file, rows, fields and checks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from hypothesis import strategies as st
 
 from k2core.chat import SPECIAL_TOKENS
 from k2core.storage import read_parquet, write_parquet
-from k2core.validation import validate_dataset
+from k2core.validation import find_failures, validate_dataset
+from k2core.validation.tables_polars import TABLES
+from k2core.validation.validate import POLARS_DATASETS
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Find a record", "parameters": {
     "type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}}]
@@ -75,7 +78,10 @@ MUTATIONS: dict[str, list[tuple[Callable[[dict], None], str]]] = {
              (_set("question", "  "), "question"), (_set("answer", None), "answer")],
     "tool_tasks": [(_set("gold_actions", json.dumps([{"name": "lookup"}])), "gold_actions"),
                    (_set("initial_state", "[1]"), "initial_state"), (_set("rubric", "{oops"), "rubric"),
-                   (_set("split", "rl"), "split")],
+                   (_set("split", "rl"), "split"), (_set("task_id", "t0"), "task_id"),
+                   (_set("instruction", " \t"), "instruction"), (_set("env", None), "env"),
+                   (_set("gold_actions", "[]"), "gold_actions"),
+                   (_set("gold_actions", json.dumps([{"name": "lookup", "arguments": [1]}])), "gold_actions")],
     "sft": [
         (_set("messages", "not json"), "messages"),
         (_messages(lambda m: [{**m[0], "role": "robot"}, *m[1:]]), "messages"),
@@ -101,9 +107,12 @@ MUTATIONS: dict[str, list[tuple[Callable[[dict], None], str]]] = {
                          (lambda r: r.update(judge="fail"), "rephrased")],
     "tool_specs": [(_set("name", "bad name!"), "name"), (_set("name", "tool_0"), "name"),
                    (_set("provenance", "rumour"), "provenance"), (_set("spec", "{}"), "spec"),
-                   (lambda r: r.update(spec=r["spec"].replace('"type": "object"', '"type": "nope"')), "spec")],
+                   (lambda r: r.update(spec=r["spec"].replace('"type": "object"', '"type": "nope"')), "spec"),
+                   (_set("description", ""), "description"), (_set("name", None), "name"),
+                   (lambda r: r.update(spec=r["spec"].replace('"tool_', '"other_')), "spec")],
     "agents": [(_set("agent_id", "a0"), "agent_id"), (_set("system_prompt", " "), "system_prompt"),
-               (_set("tools", "[]"), "tools"), (_set("tools", '["x", "x"]'), "tools")],
+               (_set("tools", "[]"), "tools"), (_set("tools", '["x", "x"]'), "tools"),
+               (_set("tools", "not json"), "tools"), (_set("domain", None), "domain")],
     "math_note_attempts": [(_set("boxed", None), "boxed"), (_set("backend", ""), "backend"),
                            (_set("problem_id", "p0"), "problem_id")],
 }
@@ -142,12 +151,25 @@ def _check(name: str, engine: str, frame: pd.DataFrame, bad: dict[int, str], tmp
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+def _engines(name: str) -> tuple[str, ...]:
+    return ("pandas", "polars") if name in POLARS_DATASETS else ("pandas",)
+
+
+def _same_report(name: str, frame: pd.DataFrame) -> None:
+    """Both engines report the same (file, row, field, check); for the tool tables the same reasons too."""
+    keys = ["file", "row_index", "field", "check"] + (["reason"] if name in TABLES else [])
+    reports = [find_failures(name, frame, "in.parquet", engine)[keys] for engine in _engines(name)]
+    pd.testing.assert_frame_equal(reports[0], reports[-1])
+
+
 @SETTINGS
 @given(data=st.data())
 def test_every_malformed_row_is_caught_and_none_lost(data: st.DataObject, tmp_path: Path) -> None:
     name = data.draw(st.sampled_from(sorted(n for n in MUTATIONS if n != "sft")))
     frame, bad = data.draw(tables(name))
-    _check(name, "pandas", frame, bad, tmp_path)
+    for engine in _engines(name):
+        _check(name, engine, frame, bad, tmp_path)
+    _same_report(name, frame)
 
 
 @SETTINGS
@@ -156,6 +178,7 @@ def test_malformed_chat_rows_caught_by_both_engines(data: st.DataObject, tmp_pat
     frame, bad = data.draw(tables("sft"))
     for engine in ("pandas", "polars"):
         _check("sft", engine, frame, bad, tmp_path)
+    _same_report("sft", frame)
 
 
 def test_every_mutation_kind_is_caught() -> None:
@@ -165,6 +188,7 @@ def test_every_mutation_kind_is_caught() -> None:
         for i, (mutate, _) in enumerate(mutations, start=1):
             mutate(rows[i])
         bad = {i: field for i, (_, field) in enumerate(mutations, start=1)}
-        for engine in ("pandas", "polars") if name == "sft" else ("pandas",):
+        for engine in _engines(name):
             with tempfile.TemporaryDirectory() as tmp:
                 _check(name, engine, pd.DataFrame(rows), bad, Path(tmp))
+        _same_report(name, pd.DataFrame(rows))

@@ -32,21 +32,64 @@ def function_spec(name: str, description: str, properties: dict[str, Any], requi
     }
 
 
-def _is_typed(sub: dict) -> bool:
-    """A type, an enum or a const; or a union (`anyOf`/`oneOf`, e.g. MCP's optional `[string, null]`) of typed
-    branches."""
-    if "type" in sub or "enum" in sub or "const" in sub:
+def _resolve(ref: Any, root: dict) -> Any:
+    """The subschema a local `$ref` (`#/$defs/X`, `#/properties/a/anyOf/0`) points to in `root`; None for a remote
+    or dangling reference."""
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        return None
+    node: Any = root
+    for part in filter(None, ref[1:].split("/")):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _target(sub: Any, root: dict, seen: frozenset[str] = frozenset()) -> tuple[Any, frozenset[str]]:
+    """`sub` with local `$ref`s followed (pydantic puts nested models in `$defs`), and the references followed; a
+    reference cycle ends at None."""
+    while isinstance(sub, dict) and "$ref" in sub:
+        ref = sub["$ref"]
+        if ref in seen:
+            return None, seen
+        seen = seen | {ref}
+        sub = _resolve(ref, root)
+    return sub, seen
+
+
+def _declares_type(sub: Any) -> bool:
+    return isinstance(sub, dict) and ("type" in sub or "enum" in sub or "const" in sub)
+
+
+def _is_typed(sub: Any, root: dict, seen: frozenset[str] = frozenset()) -> bool:
+    """A type, an enum or a const, directly or through a local `$ref`; a union (`anyOf`/`oneOf`, e.g. MCP's optional
+    `[string, null]`) whose branches are typed or can never match (`{"not": {}}`, zod's optional), one at least
+    typed; or an intersection (`allOf`) with a typed part."""
+    if _declares_type(sub):
         return True
+    sub, seen = _target(sub, root, seen)
+    if _declares_type(sub):
+        return True
+    if not isinstance(sub, dict):
+        return False
     branches = sub.get("anyOf") or sub.get("oneOf")
-    return bool(branches) and all(isinstance(b, dict) and _is_typed(b) for b in branches)
+    if branches:
+        typed = [_is_typed(b, root, seen) for b in branches]
+        return any(typed) and all(t or b == {"not": {}} for t, b in zip(typed, branches, strict=True))
+    return any(_is_typed(b, root, seen) for b in sub.get("allOf") or [])
 
 
-def _check_properties_typed(schema: dict, where: str) -> None:
+def _check_properties_typed(schema: dict, where: str, root: dict, seen: frozenset[str] = frozenset()) -> None:
     for prop, sub in schema.get("properties", {}).items():
-        if not _is_typed(sub):
+        if not _is_typed(sub, root):
             raise ValueError(f"{where}: property {prop!r} has no 'type'; give every property a type")
-        if sub.get("type") == "object":
-            _check_properties_typed(sub, f"{where}.{prop}")
+        inner, followed = _target(sub, root, seen)
+        if isinstance(inner, dict) and inner.get("type") == "object":
+            _check_properties_typed(inner, f"{where}.{prop}", root, followed)
 
 
 def validate_spec(spec: dict) -> None:
@@ -66,7 +109,7 @@ def validate_spec(spec: dict) -> None:
     missing = set(params.get("required", [])) - set(params.get("properties", {}))
     if missing:
         raise ValueError(f"tool {name!r}: required {sorted(missing)} not in properties")
-    _check_properties_typed(params, name)
+    _check_properties_typed(params, name, params)
 
 
 def validate_specs(specs: list[dict]) -> None:

@@ -58,10 +58,17 @@ def _decode(column: pl.Series) -> pl.Series:
         return pl.concat([_decode(column[:half]), _decode(column[half:])])
 
 
-def _failures(frame: pl.DataFrame, bad: pl.Expr, field: str, check: str, reason: pl.Expr) -> pl.DataFrame:
+def row_failures(frame: pl.DataFrame, bad: pl.Expr, field: str, check: str, reason: pl.Expr) -> pl.DataFrame:
     """(row, field, check, reason) for the rows of `frame` where `bad` holds; first reason per row."""
     return (frame.filter(bad).group_by("row", maintain_order=True).agg(reason.first().alias("reason"))
             .select("row", pl.lit(field).alias("field"), pl.lit(check).alias("check"), "reason"))
+
+
+def duplicates(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Uniqueness as in the pandas schemas: the first occurrence is kept, later repeats are reported."""
+    return row_failures(frame, pl.col(column).is_not_null() & ~pl.col(column).is_first_distinct(), column,
+                        "field_uniqueness", pl.format("duplicate value '{}': an earlier row already has it",
+                                                      pl.col(column)))
 
 
 def _at(prefix: str = "messages") -> pl.Expr:
@@ -73,9 +80,9 @@ def _raw_checks(raw: pl.DataFrame) -> list[pl.DataFrame]:
     known = r'"(?:' + "|".join(_KEYS) + r')"\s*:'
     unknown = pl.col("messages").str.replace_all(known, "").str.extract(_KEY)  # first key left over, if any
     return [
-        _failures(raw.with_columns(unknown.alias("key")), pl.col("key").is_not_null(), "messages", "valid_messages",
+        row_failures(raw.with_columns(unknown.alias("key")), pl.col("key").is_not_null(), "messages", "valid_messages",
                   pl.format("messages: unknown key '{}'", pl.col("key"))),
-        _failures(raw, pl.col("messages").str.contains(_NON_STRING_VALUE), "messages", "valid_messages",
+        row_failures(raw, pl.col("messages").str.contains(_NON_STRING_VALUE), "messages", "valid_messages",
                   pl.format("messages: field '{}' must be a string",
                             pl.col("messages").str.extract(_NON_STRING_VALUE))),
     ]
@@ -109,12 +116,12 @@ def _message_checks(frame: pl.DataFrame) -> list[pl.DataFrame]:
         (special, "valid_messages", pl.format("{}: not renderable in K2's chat format: contains a special token",
                                               _at())),
     ]
-    out = [_failures(messages, bad, "messages", check, reason) for bad, check, reason in rules]
+    out = [row_failures(messages, bad, "messages", check, reason) for bad, check, reason in rules]
     last = decoded.select("row", pl.col("messages").list.last().struct.field("role").alias("role"),
                           pl.col("messages").list.len().alias("n"))
-    out.append(_failures(last, pl.col("n") == 0, "messages", "valid_messages",
+    out.append(row_failures(last, pl.col("n") == 0, "messages", "valid_messages",
                          pl.lit("messages must be a non-empty JSON list")))
-    out.append(_failures(last, (pl.col("n") > 0) & (pl.col("role").fill_null("") != "assistant"), "messages",
+    out.append(row_failures(last, (pl.col("n") > 0) & (pl.col("role").fill_null("") != "assistant"), "messages",
                          "valid_messages", pl.format("the last message must be the assistant's, got role '{}'",
                                                      pl.col("role"))))
     out.extend(_call_checks(messages))
@@ -139,17 +146,17 @@ def _call_checks(messages: pl.DataFrame) -> list[pl.DataFrame]:
         (pl.col("arguments").str.contains_any(list(SPECIAL_TOKENS)).fill_null(False),
          pl.format("{}: not renderable in K2's chat format: contains a special token", at)),
     ]
-    out = [_failures(calls, bad, "messages", "valid_messages", reason) for bad, reason in rules]
+    out = [row_failures(calls, bad, "messages", "valid_messages", reason) for bad, reason in rules]
     results = messages.filter(pl.col("role") == "tool").select("row", "pos", "tool_call_id", "name")
     answered = results.join(calls.select("row", pl.col("pos").alias("call_pos"), pl.col("id").alias("tool_call_id"),
                                          "fname"), on=["row", "tool_call_id"], how="left")
     answered = answered.filter(pl.col("call_pos").is_null() | (pl.col("call_pos") < pl.col("pos")))
     answered = answered.group_by("row", "pos").agg(pl.col("fname").drop_nulls().first(), pl.col("name").first(),
                                                   pl.col("tool_call_id").first())
-    out.append(_failures(answered, pl.col("fname").is_null(), "messages", "valid_messages",
+    out.append(row_failures(answered, pl.col("fname").is_null(), "messages", "valid_messages",
                          pl.format("messages[{}].tool_call_id '{}' answers no earlier tool call", pl.col("pos"),
                                    pl.col("tool_call_id"))))
-    out.append(_failures(answered, pl.col("fname").is_not_null() & (pl.col("fname") != pl.col("name")), "messages",
+    out.append(row_failures(answered, pl.col("fname").is_not_null() & (pl.col("fname") != pl.col("name")), "messages",
                          "valid_messages", pl.format("messages[{}].name '{}' differs from the called tool '{}'",
                                                      pl.col("pos"), pl.col("name"), pl.col("fname"))))
     return out
@@ -164,24 +171,24 @@ def _tool_checks(frame: pl.DataFrame) -> list[pl.DataFrame]:
                           "declared": [declared.get(v) for v in errors]},
                          schema={"tools": pl.Utf8, "tools_reason": pl.Utf8, "declared": pl.List(pl.Utf8)})
     rows = frame.select("row", "source", "tools", "messages").join(table, on="tools", how="left")
-    out = [_failures(rows, pl.col("tools_reason").is_not_null(), "tools", "valid_tools", pl.col("tools_reason"))]
+    out = [row_failures(rows, pl.col("tools_reason").is_not_null(), "tools", "valid_tools", pl.col("tools_reason"))]
     usable = rows.filter(pl.col("declared").is_not_null() & pl.col("messages").is_not_null())
-    out.append(_failures(usable, (pl.col("source") == "tool") & (pl.col("declared").list.len() == 0), "messages",
+    out.append(row_failures(usable, (pl.col("source") == "tool") & (pl.col("declared").list.len() == 0), "messages",
                          "calls_declared_tools", pl.lit("a source='tool' row must declare its tools")))
     calls = (usable.select("row", "declared", "messages").explode("messages")
              .select("row", "declared", pl.col("messages").struct.field("tool_calls")).explode("tool_calls")
              .select("row", "declared", pl.col("tool_calls").struct.field("function").struct.field("name")
                      .alias("called")).filter(pl.col("called").is_not_null()))
-    out.append(_failures(calls, ~pl.col("declared").list.contains(pl.col("called")), "messages",
+    out.append(row_failures(calls, ~pl.col("declared").list.contains(pl.col("called")), "messages",
                          "calls_declared_tools", pl.format("calls '{}', which tools does not declare",
                                                            pl.col("called"))))
     return out
 
 
-def _schema_failures(frame: pl.DataFrame) -> pl.DataFrame:
+def schema_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema = SFT_SCHEMA) -> pl.DataFrame:
     """pandera (polars backend) column checks, as (row, field, check, reason)."""
     try:
-        SFT_SCHEMA.validate(frame.drop("row"), lazy=True)
+        schema.validate(frame.drop("row"), lazy=True)
         return pl.DataFrame(schema={"row": pl.Int64, "field": pl.Utf8, "check": pl.Utf8, "reason": pl.Utf8})
     except pa.errors.SchemaErrors as errors:
         cases = pl.from_pandas(errors.failure_cases) if isinstance(errors.failure_cases, pd.DataFrame) \
@@ -190,11 +197,18 @@ def _schema_failures(frame: pl.DataFrame) -> pl.DataFrame:
     whole = cases.filter(pl.col("index").is_null())  # a missing or extra column: every row is unusable
     every = whole.join(frame.select("row"), how="cross").with_columns(pl.col("row").alias("index"))
     cases = pl.concat([cases.filter(pl.col("index").is_not_null()), every.select(cases.columns)])
-    return cases.select(
+    check, case = pl.col("check").cast(pl.Utf8), pl.col("failure_case").cast(pl.Utf8)
+    file_level = check.is_in(["column_in_dataframe", "column_in_schema"])  # the case names the column
+    return cases.select(  # fields and reasons in the pandas engine's words
         pl.col("index").cast(pl.Int64).alias("row"),
-        pl.coalesce(pl.col("column"), pl.col("failure_case").cast(pl.Utf8)).alias("field"),
-        pl.col("check").cast(pl.Utf8),
-        pl.format("{} failed for value '{}'", pl.col("check"), pl.col("failure_case").cast(pl.Utf8)).alias("reason"),
+        pl.when(file_level).then(case).otherwise(pl.coalesce(pl.col("column"), case)).alias("field"),
+        check.alias("check"),
+        pl.when(check == "not_nullable").then(pl.lit("value is missing (null)"))
+        .when(check == "column_in_dataframe")
+        .then(pl.format("column '{}' required by the {} contract is missing from the file", case, pl.lit(schema.name)))
+        .when(check == "column_in_schema")
+        .then(pl.format("column '{}' is not part of the {} contract", case, pl.lit(schema.name)))
+        .otherwise(pl.format("{} failed for value '{}'", check, case)).alias("reason"),
     )
 
 
@@ -204,27 +218,25 @@ def find_chat_failures(frame: pd.DataFrame | pl.DataFrame, file: str) -> pd.Data
     raw = raw.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
     missing = {"example_id", "source", "messages", "tools"} - set(raw.columns)
     if missing:
-        return _schema_report(_schema_failures(raw), file)
+        return to_report(schema_failures(raw), file)
     decoded = raw.with_columns(_decode(raw["messages"]).alias("messages"))
-    parts: list[pl.DataFrame] = [_schema_failures(decoded)]
-    # Uniqueness as in the pandas schema: the first occurrence is kept, later repeats are reported.
-    parts.append(_failures(raw, pl.col("example_id").is_not_null() & ~pl.col("example_id").is_first_distinct(),
-                           "example_id", "field_uniqueness",
-                           pl.format("duplicate value '{}': an earlier row already has it", pl.col("example_id"))))
-    parts.append(_failures(raw, pl.col("messages").is_null(), "messages", "not_nullable",
+    parts: list[pl.DataFrame] = [schema_failures(decoded)]
+    parts.append(duplicates(raw, "example_id"))
+    parts.append(row_failures(raw, pl.col("messages").is_null(), "messages", "not_nullable",
                            pl.lit("value is missing (null)")))
     not_decoded = decoded["messages"].is_null() & raw["messages"].is_not_null()
-    parts.append(_failures(raw.filter(not_decoded), pl.lit(True), "messages", "valid_messages",
+    parts.append(row_failures(raw.filter(not_decoded), pl.lit(True), "messages", "valid_messages",
                            pl.lit("messages is not a JSON list of message objects (invalid JSON or wrong types)")))
     strings = raw.filter(raw["messages"].is_not_null())
     checks: list[Callable[[pl.DataFrame], list[pl.DataFrame]]] = [_message_checks, _tool_checks]
     parts.extend(_raw_checks(strings))
     for check in checks:
         parts.extend(check(decoded))
-    return _schema_report(pl.concat(parts, how="vertical_relaxed"), file)
+    return to_report(pl.concat(parts, how="vertical_relaxed"), file)
 
 
-def _schema_report(failures: pl.DataFrame, file: str) -> pd.DataFrame:
+def to_report(failures: pl.DataFrame, file: str) -> pd.DataFrame:
+    """(row, field, check, reason) failures as the sorted per-row report, first reason per (row, field, check)."""
     report = (failures.unique(["row", "field", "check"], keep="first", maintain_order=True)
               .sort(["row", "field", "check"], maintain_order=True)
               .select(pl.lit(file).alias("file"), pl.col("row").alias("row_index"), "field", "check", "reason"))

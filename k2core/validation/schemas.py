@@ -37,17 +37,23 @@ class Rule:
     columns: tuple[str, ...]
     explain: Callable[..., str | None]
 
+    def explain_values(self, *values: Any) -> str | None:
+        """`explain` with every missing value (None, NaN, pd.NA: pandas' spellings of null) as None, so each engine
+        hands a rule the same values."""
+        return self.explain(*(None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
+                              for v in values))
+
     def passes(self, frame: pd.DataFrame) -> pd.Series:
         values = zip(*(frame[c] for c in self.columns), strict=True)
-        return pd.Series([self.explain(*v) is None for v in values], index=frame.index, dtype=bool)
+        return pd.Series([self.explain_values(*v) is None for v in values], index=frame.index, dtype=bool)
 
     def check(self) -> pa.Check:
         if len(self.columns) == 1:
-            return pa.Check(lambda s: s.map(lambda v: self.explain(v) is None).astype(bool), name=self.name)
+            return pa.Check(lambda s: s.map(lambda v: self.explain_values(v) is None).astype(bool), name=self.name)
         return pa.Check(self.passes, name=self.name)
 
     def reason(self, frame: pd.DataFrame, row: int) -> str | None:
-        return self.explain(*(frame.at[row, c] for c in self.columns))
+        return self.explain_values(*(frame.at[row, c] for c in self.columns))
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from typing import Any, Literal
 
 import pandas as pd
 import pandera.pandas as pa
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from k2core.storage import exists, filesystem, read_parquet, write_parquet, write_text
 from k2core.validation.chat_polars import find_chat_failures
+from k2core.validation.tables_polars import TABLES, find_table_failures
 from k2core.validation.schemas import RULES, SCHEMAS
 
 DatasetName = Literal["corpus", "math", "tool_tasks", "sft", "rephrased_chunks", "math_note_attempts", "tool_specs",
@@ -25,6 +27,7 @@ OPTIONAL_DATASETS: tuple[DatasetName, ...] = (  # validated when present
     "rephrased_chunks", "math_note_attempts", "tool_specs", "agents")
 REPORT_COLUMNS = ["file", "row_index", "field", "check", "reason"]
 Engine = Literal["pandas", "polars"]
+POLARS_DATASETS = ("sft", *TABLES)  # checked by the polars engine when chosen; the others always by pandas
 _SHOWN_IN_MARKDOWN = 50
 
 
@@ -35,7 +38,7 @@ class ValidateConfig(BaseModel):
 
     max_reject_fraction: float = Field(ge=0, le=1)
     per_dataset: dict[DatasetName, float] = Field(default_factory=dict)  # overrides by dataset name
-    chat_engine: Engine = "pandas"  # "polars": vectorised checks of the sft chat columns (same report)
+    chat_engine: Engine = "pandas"  # "polars": POLARS_DATASETS (chat and tool JSON tables) in polars (same report)
 
     def threshold(self, name: DatasetName) -> float:
         return self.per_dataset.get(name, self.max_reject_fraction)
@@ -93,10 +96,17 @@ def _reason(
 def find_failures(name: str, frame: pd.DataFrame, file: str, engine: Engine = "pandas") -> pd.DataFrame:
     """One report row per (row, field, check) that fails `name`'s schema; frame must have a RangeIndex.
 
-    `engine="polars"` checks chat datasets (sft) with vectorised polars expressions instead of pydantic.
+    `engine="polars"` checks the tables with nested chat and tool JSON (`POLARS_DATASETS`) with polars instead: the
+    chat table with vectorised expressions, the others with the pandas schema's checks in pandera's polars backend.
+    A frame polars cannot hold (a column mixing Python types, only possible in memory) is checked with pandas.
     """
-    if engine == "polars" and name == "sft":
-        return find_chat_failures(frame, file)
+    if engine == "polars" and name in POLARS_DATASETS:
+        try:
+            native = pl.from_pandas(frame)
+        except (TypeError, ValueError):
+            native = None
+        if native is not None:
+            return find_chat_failures(native, file) if name == "sft" else find_table_failures(name, native, file)
     try:
         SCHEMAS[name].validate(frame, lazy=True)
         return pd.DataFrame(columns=REPORT_COLUMNS)
