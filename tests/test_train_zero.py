@@ -16,11 +16,13 @@ from k2core.optim.flat_partition import FlatPartition
 from k2core.optim.qk_clip import step_max_logits
 from k2core.train import PretrainConfig, build_engine
 from k2core.train.distributed import ensure_process_group
-from tests.test_train_distributed import DENSE, DP_RUN, _losses, _train, _weights, inputs, launch_ranks  # noqa: F401
+from tests import test_train_distributed as dense_dp
+from tests.test_train_distributed import DENSE, DP_RUN, _losses, _train, _weights, launch_ranks
 from tests.test_train_loop import MODEL, loop_config
 
 # 3 dense layers: the two ranks' Muon partitions then meet inside a matrix (with 2 layers they meet between layers).
 SPLIT = DENSE.model_copy(update={"num_hidden_layers": 3, "first_k_dense_replace": 3})
+inputs = dense_dp.inputs  # its module-scoped corpus + tokenizer fixture
 IDS = torch.randint(0, MODEL.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
 
 
@@ -134,8 +136,9 @@ def test_two_ranks_zero_1_and_2_match_one_rank_and_resume_exactly(inputs, tmp_pa
     (rtol 1e-5 on losses, as stage 0 does on 2 ranks); a ZeRO-2 run that crashes after its step-2 checkpoint and
     resumes, partitioned Muon momentum included, ends bitwise equal to the uninterrupted ZeRO-2 run."""
     reference = _losses(_train(loop_config(**DP_RUN), inputs, tmp_path / "dp1", model=SPLIT))
-    result = launch_ranks(Path(__file__), {"cfg": loop_config(micro_batch_size=1, **DP_RUN), "out": str(tmp_path),
-                                           **{key: str(path) for key, path in inputs.items()}}, tmp_path)
+    launch_ranks(Path(__file__), {"cfg": loop_config(micro_batch_size=1, **DP_RUN), "out": str(tmp_path),
+                                  **{key: str(path) for key, path in inputs.items()}})
+    result = json.loads((tmp_path / "dp2.json").read_text())
     ref_weights = _weights(tmp_path / "dp1")
     for stage in (1, 2):
         torch.testing.assert_close(torch.tensor(result[f"zero{stage}"]), torch.tensor(reference), rtol=1e-5, atol=0)
