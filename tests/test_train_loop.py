@@ -135,3 +135,24 @@ def test_sft_from_pretrained_export(straight_run, inputs, tmp_path):
     assert len(tracker.metrics["sft/loss"]) == 2
     assert K2ForCausalLM.from_pretrained(tmp_path / "hf").config == MODEL
 
+
+
+def test_sft_loss_is_a_mean_over_target_tokens_however_the_batch_is_split(straight_run, inputs, tmp_path):
+    """SFT micro-batches hold different numbers of assistant tokens. Each is weighted by its share of the step's
+    target tokens, so micro-batch 4 x 1 accumulation step and 1 x 4 give the same loss, gradient norm and weights
+    (with equal weights per micro-batch the step-1 gradients differed by 1.25%)."""
+    _, _, pre_out = straight_run
+    runs = {}
+    for micro, accumulation in ((4, 1), (1, 4)):
+        tracker = InMemoryTracker()
+        cfg = SFTConfig(**loop_config(steps=2, seq_len=48, eval_every=2, checkpoint_every=2, val_fraction=0.25,
+                                      micro_batch_size=micro, gradient_accumulation=accumulation))
+        sft(cfg, pre_out / "hf", inputs["sft"], inputs["tokenizer"], tmp_path / f"{micro}x{accumulation}", tracker,
+            model_config=MODEL)
+        runs[micro] = tracker
+    for metric in ("sft/loss", "sft/grad_norm"):
+        whole, split = ([v for _, v in runs[m].metrics[metric]] for m in (4, 1))
+        torch.testing.assert_close(torch.tensor(split), torch.tensor(whole), rtol=1e-5, atol=0)
+    ours, ref = _weights(tmp_path / "1x4"), _weights(tmp_path / "4x1")
+    for name in ref:
+        torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-5)

@@ -101,18 +101,34 @@ def _micro_batch(data: TokenBlocks, cfg: LoopConfig, step: int, micro: int, rank
     return data.batch(batch_indices(len(data), slot * cfg.micro_batch_size, cfg.micro_batch_size, cfg.seed))
 
 
+def target_tokens(labels: torch.Tensor) -> int:
+    """Positions the loss is taken over: shifted labels that are not -100 (SFT masks all but assistant tokens)."""
+    return int((labels[:, 1:] != -100).sum())
+
+
+def _global_sum(value: float, world: int, device: torch.device) -> float:
+    total = torch.tensor(value, dtype=torch.float64, device=device)
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    return float(total)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: TokenBlocks, cfg: LoopConfig) -> float:
-    """Mean loss over the first `eval_batches` validation batches (wrapping if there are fewer blocks)."""
+    """Mean loss per target token over the first `eval_batches` validation batches (wrapping if there are fewer
+    blocks); batches with more target tokens weigh more, as in training."""
     model.eval()
     device = next(model.parameters()).device
-    losses = []
+    weighted, tokens = 0.0, 0
     for b in range(cfg.eval_batches):
         rows = torch.arange(b * cfg.micro_batch_size, (b + 1) * cfg.micro_batch_size) % len(data)
         input_ids, labels = data.batch(rows)
-        losses.append(model(input_ids=input_ids.to(device), labels=labels.to(device)).loss.item())
+        count = target_tokens(labels)
+        if count:
+            weighted += model(input_ids=input_ids.to(device), labels=labels.to(device)).loss.item() * count
+            tokens += count
     model.train()
-    return sum(losses) / len(losses)
+    return weighted / tokens if tokens else float("nan")
 
 
 def _resume(engine: Any, checkpoint_dir: Path) -> dict[str, Any]:
@@ -157,21 +173,29 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
     reset_clip_maxima(model)  # drop maxima recorded outside training steps
     started = time.perf_counter()
     lr = engine.get_lr()[0]
-    losses = []
-    for micro in range(cfg.gradient_accumulation):
-        input_ids, labels = _micro_batch(data, cfg, step, micro, rank, world)
-        loss = engine(input_ids=input_ids.to(engine.device), labels=labels.to(engine.device)).loss
-        engine.backward(loss)
+    batches = [_micro_batch(data, cfg, step, micro, rank, world) for micro in range(cfg.gradient_accumulation)]
+    counts = [target_tokens(labels) for _, labels in batches]
+    # The step's loss is the mean over every target token of the global batch: DeepSpeed averages micro-batch losses
+    # over accumulation steps and ranks, so each is weighted by its share of the tokens (exactly 1.0 for packed
+    # pretraining blocks; SFT micro-batches differ in how many assistant tokens they hold).
+    total = _global_sum(float(sum(counts)), world, engine.device)
+    if total == 0:
+        raise ValueError(f"step {step}: no target tokens in the global batch (every label is -100)")
+    weighted_loss = 0.0
+    for micro, ((input_ids, labels), count) in enumerate(zip(batches, counts)):
+        output = engine(input_ids=input_ids.to(engine.device), labels=labels.to(engine.device))
+        if count:
+            weighted_loss += output.loss.item() * count
+            engine.backward(output.loss * (count * cfg.gradient_accumulation * world / total))
+        else:  # a micro-batch without targets: its loss is NaN; contribute zero gradient, keep DeepSpeed's count
+            engine.backward(output.logits.sum() * 0.0)
         if micro == cfg.gradient_accumulation - 1 and cfg.zero_stage == 0:
             grad_norm = _step_grad_norm(engine, cfg.zero_stage)
         engine.step()
-        losses.append(loss.item())
     if cfg.zero_stage > 0:
         grad_norm = _step_grad_norm(engine, cfg.zero_stage)
-    step_loss = torch.tensor(sum(losses) / len(losses), dtype=torch.float64, device=engine.device)
-    if world > 1:  # the global batch's loss, not this rank's share (every rank logs the same number)
-        torch.distributed.all_reduce(step_loss)
-        step_loss /= world
+    # the global batch's loss, not this rank's share (every rank logs the same number)
+    step_loss = _global_sum(weighted_loss, world, engine.device) / total
     clip_stats = apply_qk_clip(model, cfg.qk_clip_tau, on_scale=clip_hook)
     router_stats = update_router_bias(model)
     elapsed = time.perf_counter() - started
