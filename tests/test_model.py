@@ -233,3 +233,21 @@ def test_a_recording_forward_cannot_continue_a_kv_cache():
         cache = model(ids[:, :4], use_cache=True).past_key_values
     with pytest.raises(ValueError, match="whole sequences"):
         model(ids[:, 4:], attention_mask=torch.ones(1, 6), past_key_values=cache)
+
+
+def test_the_model_reads_the_key_padding_once_per_forward(monkeypatch):
+    """One device read of the padding per forward, not one per layer; none without an attention mask."""
+    import k2core.model.layers as layers
+
+    calls = []
+    original = layers.key_padding
+    monkeypatch.setattr(layers, "key_padding", lambda allowed: calls.append(1) or original(allowed))
+    config = _config(num_hidden_layers=3)
+    model = K2ForCausalLM(config).train()
+    ids = torch.randint(0, config.vocab_size, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, -3:] = 0
+    model(ids, attention_mask=mask, labels=ids).loss.backward()
+    assert len(calls) == 1
+    model(ids, labels=ids)
+    assert len(calls) == 1

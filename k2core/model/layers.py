@@ -3,6 +3,8 @@ MLP."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +56,20 @@ def key_padding(allowed: torch.Tensor) -> torch.Tensor | None:
         return None
     keys = allowed[:, 0, -1]
     return None if bool(keys.all()) else keys
+
+
+@dataclass(frozen=True)
+class AttentionMask:
+    """What one forward may attend: ``allowed`` [B or 1, 1, T, S] and its key padding (``key_padding``). The model
+    builds it once per forward, so its layers do not each read the padding back from the device."""
+
+    allowed: torch.Tensor
+    keys: torch.Tensor | None
+
+    @classmethod
+    def of(cls, allowed: torch.Tensor | AttentionMask) -> AttentionMask:
+        """``allowed`` as an AttentionMask (its key padding read off it), or the mask itself."""
+        return allowed if isinstance(allowed, AttentionMask) else cls(allowed, key_padding(allowed))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, keys: torch.Tensor | None,

@@ -12,7 +12,7 @@ from torch import nn
 
 from k2core.model.attention import LatentCache, MLAttention
 from k2core.model.config import K2Config
-from k2core.model.layers import RMSNorm, SwiGLU, rope_cos_sin
+from k2core.model.layers import AttentionMask, RMSNorm, SwiGLU, rope_cos_sin
 from k2core.model.moe import Experts, MoE, TopKRouter
 
 
@@ -34,9 +34,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask,
                 past: LatentCache | None) -> tuple[torch.Tensor, LatentCache]:
-        attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, allowed, past)
+        attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), cache
 
@@ -65,13 +65,15 @@ class K2Model(nn.Module):
                 raise ValueError(f"attention_mask must be [batch, past + seq] = {(batch, total)}, "
                                  f"got {tuple(attention_mask.shape)}")
             allowed = allowed & attention_mask.bool()[:, None, None, :]
+        # without an attention mask nothing is padded: no need to read the padding back from the device
+        mask = AttentionMask(allowed, None) if attention_mask is None else AttentionMask.of(allowed)
         if position_ids is None:
             position_ids = query_pos[None].expand(batch, -1)
         x = self.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(position_ids, self.config.qk_rope_head_dim, self.config.rope_theta, x.dtype)
         caches = []
         for i, layer in enumerate(self.layers):
-            x, cache = layer(x, cos, sin, allowed, past_key_values[i] if past_key_values else None)
+            x, cache = layer(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
             caches.append(cache)
         return self.norm(x), caches
 
