@@ -24,5 +24,12 @@ def prefect_api(tmp_path_factory):
     """One real Prefect server on 127.0.0.1 for the whole test session."""
     from flows.servers import prefect_server
 
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
     with prefect_server(tmp_path_factory.mktemp("prefect-root")) as api:
         yield api
+        # Flush Prefect's background log and event workers while the server is still up; left for interpreter exit
+        # they would find no server (and start a temporary one, logging to pytest's already closed streams).
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)

@@ -102,6 +102,11 @@ def test_a_refused_request_ends_the_episode(task):
     assert not judge_episode(task, episode, gold_hash(task)).checks["completed"]
 
 
+def env_opening(task, persona):
+    """The scripted user's first message on an environment task."""
+    return ScriptedUser(task, persona, make_env(task.env).slot_descriptions).first_message()
+
+
 class PlayerModel:
     """A deterministic 'model' that emits tool calls: for each conversation (keyed by its system prompt and first user
     message) it runs the careful scripted policy of the task the user asks about, with only the tools it is offered.
@@ -111,15 +116,20 @@ class PlayerModel:
 
     backend_id = "player"
 
-    def __init__(self, plan, cfg):
+    def __init__(self, openings, max_retries=0):
+        """`openings`: (first user message, ("env" or "sim", task)) pairs."""
         self.by_opening = {}
-        openings = [(ScriptedUser(j.task, j.persona, make_env(j.task.env).slot_descriptions).first_message(), ("env", j.task))
-                    for s in plan.shards for j in s.env_jobs]
-        openings += [(RequestUser(t.instruction, t.persona).first_message(), ("sim", t)) for t in plan.sim_tasks]
         for opening, (kind, task) in openings:
             assert self.by_opening.setdefault(opening, (kind, task))[1].task_id == task.task_id, f"ambiguous opening {opening!r}"
-        self.max_retries = cfg.simulation.max_retries
+        self.max_retries = max_retries
         self.players, self.requests, self.calls = {}, 0, 0
+
+    @classmethod
+    def for_plan(cls, plan, cfg):
+        """A player for every environment job and simulated task of a synthesis plan."""
+        openings = [(env_opening(j.task, j.persona), ("env", j.task)) for s in plan.shards for j in s.env_jobs]
+        openings += [(RequestUser(t.instruction, t.persona).first_message(), ("sim", t)) for t in plan.sim_tasks]
+        return cls(openings, cfg.simulation.max_retries)
 
     def _player(self, request):
         kind, task = self.by_opening[request.messages[1]["content"]]
@@ -184,22 +194,22 @@ def assert_llm_agent_run(model, data):
 
 def test_llm_agent_plays_environments_and_simulated_tools(path):
     cfg = agent_config(path)
-    model = PlayerModel(plan_tool_data(cfg, seed=0), cfg)
+    model = PlayerModel.for_plan(plan_tool_data(cfg, seed=0), cfg)
     data = generate_tool_data(cfg, seed=0, backends={"agent-model": model})
     assert_llm_agent_run(model, data)
     again = generate_tool_data(cfg.model_copy(update={"num_shards": 2}), seed=0,
-                               backends={"agent-model": PlayerModel(plan_tool_data(cfg, seed=0), cfg)})
+                               backends={"agent-model": PlayerModel.for_plan(plan_tool_data(cfg, seed=0), cfg)})
     assert again[1].equals(data[1]) and again[2] == data[2]
 
 
 def test_llm_agent_through_the_openai_backend_and_a_loopback_server(path, monkeypatch):
     cfg = agent_config(path)
-    model = PlayerModel(plan_tool_data(cfg, seed=0), cfg)
+    model = PlayerModel.for_plan(plan_tool_data(cfg, seed=0), cfg)
     with running_server(model, "player") as server:
         monkeypatch.setenv("K2_TEST_LLM_URL", server.url)
         remote = make_backend(OpenAILLMConfig(kind="openai", model="player", base_url_env="K2_TEST_LLM_URL", max_retries=0))
         data = generate_tool_data(cfg, seed=0, backends={"agent-model": remote})
     assert_llm_agent_run(model, data)
-    direct = generate_tool_data(cfg, seed=0, backends={"agent-model": PlayerModel(plan_tool_data(cfg, seed=0), cfg)})
+    direct = generate_tool_data(cfg, seed=0, backends={"agent-model": PlayerModel.for_plan(plan_tool_data(cfg, seed=0), cfg)})
     assert data[1].equals(direct[1]) and data[2] == direct[2]  # the wire changes nothing
 

@@ -17,7 +17,7 @@ from tests.test_rl_trainer import TEXTS, build_tokenizer, tiny_model, write_pipe
 def bench_config(**overrides: object) -> BenchConfig:
     values = dict(heldout_fraction=0.5, heldout_seed=0, lm_max_docs=8, lm_seq_len=32, lm_batch_size=4,
                   math_max_problems=2, math_max_new_tokens=4, math_batch_size=2, reward_timeout_s=20.0,
-                  tool_max_tasks=1, tool_max_turns=1, tool_max_new_tokens=4)
+                  tool_max_tasks=1, tool_max_turns=1, tool_max_new_tokens=4, tool_agents={})
     values.update(overrides)
     return BenchConfig(**values)
 
@@ -63,6 +63,26 @@ def test_run_bench_writes_one_section_per_checkpoint(tmp_path: Path) -> None:
     assert results["pretrain"]["val_loss"] != results["rl"]["val_loss"]
     assert tracker.last("rl/math_accuracy") == results["rl"]["math_accuracy"]
     assert tracker.dicts["bench.json"] == results
+
+
+def test_a_chat_backend_is_benchmarked_as_the_agent_on_the_same_tool_tasks(tmp_path: Path) -> None:
+    """`tool_agents` evaluates any backend (here the `k2` backend on the checkpoint's folder, as `k2 serve` would
+    serve it) on the checkpoints' tool tasks: the same tool metrics as the checkpoint evaluated in memory."""
+    data = write_data_dir(tmp_path)
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    tiny_model(len(tokenizer), seed=1).save_pretrained(tmp_path / "rl")
+    tokenizer.save_pretrained(str(tmp_path / "rl"))
+    served = {"served_rl": {"kind": "k2", "path": str(tmp_path / "rl"), "device": "cpu", "dtype": "float32"}}
+    cfg = bench_config(tool_max_turns=3, tool_max_new_tokens=8, tool_agents=served)
+    results = run_bench({"rl": tmp_path / "rl"}, tmp_path / "tok", data, cfg)
+    agent, checkpoint = results["served_rl"], results["rl"]
+    assert set(agent) == {key for key in checkpoint if key.startswith("tool_")}
+    assert agent["tool_tasks"] == 1
+    for key in agent:  # the in-memory path also counts the calls K2's parser dropped
+        if key != "tool_malformed_tool_calls":
+            assert agent[key] == checkpoint[key], key
+    with pytest.raises(ValueError, match="reuse checkpoint names"):
+        run_bench({"served_rl": tmp_path / "rl"}, tmp_path / "tok", data, cfg)
 
 
 def test_bench_config_rejects_unknown_keys() -> None:

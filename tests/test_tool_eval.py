@@ -1,5 +1,8 @@
-"""The tool-use evaluation loop: scored with a scripted oracle, and run end to end with a tiny random K2 model."""
+"""The tool-use evaluation loop: scored with a scripted oracle; any chat backend as the agent through `LLMAgent`
+(deterministic backends written here and in the agent tests, the openai backend over a loopback server); and a tiny
+random K2 model in memory, as the `k2` backend on its folder and served by `k2 serve`, all giving the same result."""
 
+import json
 import random
 
 import pandas as pd
@@ -14,8 +17,15 @@ from k2core.chat import (
     BOS, EOS, IM_END, PAD, SPECIAL_TOKENS, TOOL_CALL_ARG_BEGIN, TOOL_CALL_BEGIN, TOOL_CALL_END, TOOL_CALLS_BEGIN,
     TOOL_CALLS_END,
 )
-from k2core.eval.tool_env import evaluate_tool_use, held_out_tasks, pass_hat_k, run_tool_eval
+from k2core.agentic.domains import make_env
+from k2core.agentic.llm_agent import REQUEST_ERROR
+from k2core.eval.tool_env import (
+    evaluate_agent, evaluate_tool_use, held_out_tasks, pass_hat_k, run_tool_eval, tool_metrics,
+)
+from k2core.llm import K2LLMConfig, OpenAILLMConfig, RequestError, make_backend
+from k2core.llm.server import running_server
 from k2core.model import K2Config, K2ForCausalLM
+from tests.test_agentic_llm_agent import PlayerModel, Replies, call, env_opening
 
 TINY = dict(
     hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -29,7 +39,7 @@ def tasks():
     return generate_tasks(["retail", "library"], 8, 1, 3, ["terse", "chatty", "guarded"], 0.5, seed=21)
 
 
-def oracle(task, env, tools):
+def oracle(task, env, tools, seed):
     return ScriptedAgent(oracle_agent(env), task, env, random.Random(0))
 
 
@@ -47,7 +57,7 @@ def test_oracle_scores_full_marks_through_the_eval_loop(tasks):
 
 
 def test_silent_agent_scores_zero(tasks):
-    def silent(task, env, tools):
+    def silent(task, env, tools, seed):
         return lambda messages: {"role": "assistant", "content": "Done."}
 
     graded = [t for t in tasks if t.checkpoints or t.outputs]
@@ -100,10 +110,93 @@ def test_generated_tool_calls_are_parsed_executed_and_counted(tasks, tokenizer, 
         seen_prompts.append(tokenizer.decode(prompt_ids, skip_special_tokens=False))
         return [tokenizer.encode(next(turns), add_special_tokens=False)]
 
-    monkeypatch.setattr("k2core.eval.tool_env.generate", fake_generate)
+    monkeypatch.setattr("k2core.llm.k2_checkpoint.generate", fake_generate)
     frame = pd.DataFrame([task_to_row(task)])
     result = evaluate_tool_use(model, tokenizer, frame, max_turns=6, max_new_tokens=8)
     assert result["tool_calls"] == 1 == result["well_formed_tool_calls"] and result["malformed_tool_calls"] == 2
     assert "## Return of functions." in seen_prompts[1]
     assert '"user_id"' in seen_prompts[1] or '"member_id"' in seen_prompts[1]
     assert result["pass^1"] == 0.0
+
+
+def test_tool_metrics_are_prefixed_without_carets():
+    assert tool_metrics({"pass^1": 0.5, "tool_calls": 3}) == {"tool_pass1": 0.5, "tool_tool_calls": 3}
+
+
+@pytest.fixture(scope="module")
+def open_tasks():
+    """Tasks whose users open with the whole request, so a test model can tell which task it is in."""
+    return generate_tasks(["retail", "library"], 8, 1, 3, ["terse", "chatty"], 0.5, seed=21)
+
+
+def player(tasks):
+    return PlayerModel([(env_opening(t, t.persona), ("env", t)) for t in tasks])
+
+
+def test_a_chat_backend_plays_through_the_llm_agent_and_the_wire_changes_nothing(open_tasks, monkeypatch):
+    frame = pd.DataFrame([task_to_row(t) for t in open_tasks])
+    held = held_out_tasks(frame, None)
+    settings = dict(max_turns=40, max_tokens=64, num_trials=2, p_transient=0.2, p_edge=0.1)
+    model = player(held)
+    direct = evaluate_agent(model, frame, **settings)
+    assert direct["tasks"] == len(held) > 0 and direct["pass^1"] == direct["pass^2"] == 1.0
+    assert direct["tool_calls"] == direct["well_formed_tool_calls"] == model.calls > 0
+    assert direct["malformed_tool_calls"] == 0 and direct["end_reasons"] == {"user_stop": 2 * len(held)}
+    served_model = player(held)
+    with running_server(served_model, "player") as server:
+        monkeypatch.setenv("K2_TEST_LLM_URL", server.url)
+        remote = make_backend(OpenAILLMConfig(kind="openai", model="player", base_url_env="K2_TEST_LLM_URL", max_retries=0))
+        served = evaluate_agent(remote, frame, **settings)
+    assert served == direct and served_model.requests == model.requests
+
+
+def test_calls_are_counted_and_a_refused_request_fails_the_episode(tasks):
+    frame = pd.DataFrame([task_to_row(t) for t in tasks])
+    task = held_out_tasks(frame, 1)[0]
+    identify = make_env(task.env).identify_tool
+    email = task.identity["email"]
+    backend = Replies([call("delete_everything", "{}"), call(identify, "{email: oops"), call(identify, json.dumps({"email": 5})),
+                       call(identify, json.dumps({"email": email})), RequestError("prompt too long")])
+    result = evaluate_agent(backend, frame, max_turns=10, max_tokens=16, max_tasks=1)
+    assert (result["tool_calls"], result["well_formed_tool_calls"], result["malformed_tool_calls"]) == (2, 1, 2)
+    assert result["end_reasons"] == {REQUEST_ERROR: 1} and result["mean_turns"] == 4
+    assert result["pass^1"] == 0.0 and result["rubric_pass_rate"] == 0.0
+
+
+def test_a_refused_request_fails_even_a_task_that_needs_nothing(tasks):
+    """On a task with no writes and no outputs, doing nothing wins; a refused request still fails."""
+    task = tasks[0]
+    goals = [g.model_copy(update={"outputs": []}) for g in task.goals]
+    lookup = task.model_copy(update={"plan": task.plan[:1], "goals": goals, "split": "test"})
+    assert not lookup.checkpoints and not lookup.outputs
+    frame = pd.DataFrame([task_to_row(lookup)])
+    silent = evaluate_agent(Replies([{"role": "assistant", "content": "Done."}]), frame, max_turns=4, max_tokens=16)
+    refused = evaluate_agent(Replies([RequestError("prompt too long")]), frame, max_turns=4, max_tokens=16)
+    assert silent["pass^1"] == 1.0 and refused["pass^1"] == 0.0 and refused["end_reasons"] == {REQUEST_ERROR: 1}
+
+
+def test_a_checkpoint_in_memory_as_the_k2_backend_and_served_scores_the_same(tasks, tokenizer, model, tmp_path, monkeypatch):
+    model.eval()
+    folder = tmp_path / "ckpt"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    frame = pd.DataFrame([task_to_row(t) for t in tasks])
+    settings = dict(max_turns=3, max_tasks=2)
+    in_memory = evaluate_tool_use(model, tokenizer, frame, max_new_tokens=8, **settings)
+    k2 = make_backend(K2LLMConfig(kind="k2", path=str(folder)))
+    from_folder = evaluate_agent(k2, frame, max_tokens=8, **settings)
+    with running_server(k2, "ckpt") as server:
+        monkeypatch.setenv("K2_TEST_LLM_URL", server.url)
+        remote = make_backend(OpenAILLMConfig(kind="openai", model="ckpt", base_url_env="K2_TEST_LLM_URL", max_retries=0))
+        served = evaluate_agent(remote, frame, max_tokens=8, **settings)
+    assert served == from_folder and sum(from_folder["end_reasons"].values()) == 2
+    # only the in-memory backend sees (and counts) the calls K2's parser drops
+    assert {**in_memory, "malformed_tool_calls": 0} == {**from_folder, "malformed_tool_calls": 0}
+    assert in_memory["malformed_tool_calls"] >= from_folder["malformed_tool_calls"]
+
+
+def test_a_conversation_beyond_the_context_is_a_refused_request(tasks, tokenizer):
+    short = K2ForCausalLM(K2Config.preset("tiny", vocab_size=len(tokenizer), **{**TINY, "max_position_embeddings": 256}))
+    frame = pd.DataFrame([task_to_row(t) for t in tasks])
+    result = evaluate_tool_use(short.eval(), tokenizer, frame, max_turns=3, max_new_tokens=8, max_tasks=2)
+    assert result["end_reasons"] == {REQUEST_ERROR: 2} and result["pass^1"] == 0.0 and result["mean_turns"] == 0

@@ -1,6 +1,9 @@
 """The agent role played by a model (K2 §3.1.1, Fig. 8b "Agent"): a `rollout.Policy` that asks a `ChatBackend` for
 each assistant turn, offering the agent profile's tool subset as JSON schemas.
 
+Data synthesis uses it for the agent role, and the tool-use evaluation (`k2core.eval.tool_env`) for whatever model is
+evaluated, so a checkpoint and an external model behind any backend play the same tasks through the same policy.
+
 The rollout does the rest: the profile's system prompt is the first message, every tool result comes back as a tool
 message (errors included: an unknown tool, arguments that are not JSON or do not fit the schema, a failing tool),
 and the episode ends when the user stops or after the turn limit. The agent sees no gold plan, only the conversation
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from k2core.agentic.rollout import EndEpisode
@@ -19,6 +23,17 @@ from k2core.llm import ChatBackend, ChatRequest, RequestError
 AGENT_COUNTERS = ("trajectories", "turns", "final_answers", "tool_calls", "parse_failures", "request_errors",
                   "prompt_tokens", "completion_tokens")
 REQUEST_ERROR = "agent_request_error"
+
+
+def parse_failure(call: dict[str, Any], names: Collection[str]) -> bool:
+    """Whether a call names no tool of `names` or has arguments that are not a JSON object: it cannot be executed
+    at all (schema checks come after), so synthesis and evaluation both count it as malformed."""
+    fn = call.get("function") or {}
+    try:
+        arguments = json.loads(fn.get("arguments", ""))
+    except (TypeError, json.JSONDecodeError):
+        return True
+    return fn.get("name") not in names or not isinstance(arguments, dict)
 
 
 class AgentRole:
@@ -56,17 +71,9 @@ class LLMAgent:
             raise EndEpisode(REQUEST_ERROR) from error
         calls = response.message.get("tool_calls") or []
         role.counts.update(turns=1, final_answers=int(not calls), tool_calls=len(calls),
-                           parse_failures=sum(1 for c in calls if not self._well_formed(c)),
+                           parse_failures=sum(parse_failure(c, self.names) for c in calls),
                            prompt_tokens=response.usage.prompt_tokens, completion_tokens=response.usage.completion_tokens)
         message: dict[str, Any] = {"role": "assistant", "content": response.message.get("content") or ""}
         if calls:
             message["tool_calls"] = calls
         return message
-
-    def _well_formed(self, call: dict[str, Any]) -> bool:
-        fn = call.get("function") or {}
-        try:
-            arguments = json.loads(fn.get("arguments", ""))
-        except (TypeError, json.JSONDecodeError):
-            return False
-        return fn.get("name") in self.names and isinstance(arguments, dict)

@@ -17,7 +17,7 @@ from k2core.agentic.harvest import SANDBOX_REPO
 from k2core.agentic.repo_agents import RepoAgent
 from k2core.agentic.repository import RepoTool
 from k2core.agentic.simulator import ModeInjector, RuleEngine, SimWorld, key_field, tool_kind
-from k2core.agentic.specs import argument_error
+from k2core.agentic.specs import argument_error, follow_refs
 
 WORDS = ["alpha", "harbor", "quarterly report", "blue", "onboarding", "paris", "invoice", "sprint", "kepler", "garden"]
 FORMATS = {"date": "2026-03-14", "date-time": "2026-03-14T09:30:00Z", "email": "alex@example.com", "uri": "https://example.com/a",
@@ -71,8 +71,14 @@ class SimTask(BaseModel):
         }
 
 
-def sample_value(schema: Any, name: str, rng: random.Random, depth: int = 0) -> Any:
-    """A plausible value for one JSON Schema (enums, formats, bounds, arrays and nested objects)."""
+def sample_value(schema: Any, name: str, rng: random.Random, depth: int = 0, root: Any = None,
+                 seen: frozenset[str] = frozenset()) -> Any:
+    """A plausible value for one JSON Schema (enums, formats, bounds, arrays and nested objects). Local `$ref`s are
+    followed into `root` (the tool's whole parameter schema; `schema` itself when None), as the spec lint does; a
+    reference already followed on the way here (a recursive type) is not followed again, so an optional recursive
+    part is left out and an array of it is left empty where the schema allows."""
+    root = schema if root is None else root
+    schema, seen = follow_refs(schema, root, seen)
     if not isinstance(schema, dict):
         return rng.choice(WORDS)
     if "const" in schema:
@@ -81,7 +87,7 @@ def sample_value(schema: Any, name: str, rng: random.Random, depth: int = 0) -> 
         return rng.choice(schema["enum"])
     for key in ("anyOf", "oneOf", "allOf"):
         if schema.get(key):
-            return sample_value(schema[key][0], name, rng, depth)
+            return sample_value(schema[key][0], name, rng, depth, root, seen)
     kind = schema.get("type", "string")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
@@ -93,12 +99,16 @@ def sample_value(schema: Any, name: str, rng: random.Random, depth: int = 0) -> 
     if kind == "boolean":
         return rng.random() < 0.5
     if kind == "array":
-        return [sample_value(schema.get("items", {}), name, rng, depth + 1) for _ in range(max(1, schema.get("minItems", 1)))]
+        items = schema.get("items", {})
+        recursive = follow_refs(items, root, seen)[0] is None
+        count = schema.get("minItems", 0) if recursive else max(1, schema.get("minItems", 1))
+        return [sample_value(items, name, rng, depth + 1, root, seen) for _ in range(count)]
     if kind == "object":
         props = schema.get("properties", {})
         required = schema.get("required", [])
-        keep = [p for p in props if p in required or (depth == 0 and rng.random() < 0.3)]
-        return {p: sample_value(props[p], p, rng, depth + 1) for p in keep}
+        keep = [p for p in props
+                if p in required or (depth == 0 and rng.random() < 0.3 and follow_refs(props[p], root, seen)[0] is not None)]
+        return {p: sample_value(props[p], p, rng, depth + 1, root, seen) for p in keep}
     if schema.get("format") in FORMATS:
         return FORMATS[schema["format"]]
     low = name.lower()
@@ -123,7 +133,8 @@ def live_arguments(tool: RepoTool, rng: random.Random) -> dict[str, Any]:
         if name not in required and not (name in LIVE_OPTIONAL and rng.random() < 0.3):
             continue
         key = "new_branch_name" if name == "branch_name" and "create" in tool.name else name
-        args[name] = rng.choice(_LIVE_CHOICES[key]) if key in _LIVE_CHOICES else sample_value(props[name], name, rng, 1)
+        args[name] = (rng.choice(_LIVE_CHOICES[key]) if key in _LIVE_CHOICES
+                      else sample_value(props[name], name, rng, 1, tool.parameters))
     return args
 
 

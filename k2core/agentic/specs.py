@@ -49,7 +49,7 @@ def _resolve(ref: Any, root: dict) -> Any:
     return node
 
 
-def _target(sub: Any, root: dict, seen: frozenset[str] = frozenset()) -> tuple[Any, frozenset[str]]:
+def follow_refs(sub: Any, root: dict, seen: frozenset[str] = frozenset()) -> tuple[Any, frozenset[str]]:
     """`sub` with local `$ref`s followed (pydantic puts nested models in `$defs`), and the references followed; a
     reference cycle ends at None."""
     while isinstance(sub, dict) and "$ref" in sub:
@@ -71,7 +71,7 @@ def _is_typed(sub: Any, root: dict, seen: frozenset[str] = frozenset()) -> bool:
     typed; or an intersection (`allOf`) with a typed part."""
     if _declares_type(sub):
         return True
-    sub, seen = _target(sub, root, seen)
+    sub, seen = follow_refs(sub, root, seen)
     if _declares_type(sub):
         return True
     if not isinstance(sub, dict):
@@ -87,7 +87,7 @@ def _check_properties_typed(schema: dict, where: str, root: dict, seen: frozense
     for prop, sub in schema.get("properties", {}).items():
         if not _is_typed(sub, root):
             raise ValueError(f"{where}: property {prop!r} has no 'type'; give every property a type")
-        inner, followed = _target(sub, root, seen)
+        inner, followed = follow_refs(sub, root, seen)
         if isinstance(inner, dict) and inner.get("type") == "object":
             _check_properties_typed(inner, f"{where}.{prop}", root, followed)
 

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from k2core.agentic import AgenticConfig
 from k2core.agentic.generate import ShardMapper, generate_tool_datasets
+from k2core.agentic.workers import ALL_ROLES, PLANNING_ROLES, SHARD_ROLES, backend, role_configs
 from k2core.data.corpus import CORPUS_COLUMNS, CorpusConfig, build_text_corpus, clean_text, content_key, deduplicate
 from k2core.data.fidelity import FidelityChecker, plot_similarity, summarize
 from k2core.data.math_notes import LLMNotesConfig, MathConfig, attempt_table, build_math, llm_notes
 from k2core.data.rephrase import LLMRephraser, Rephraser, RephraseConfig, RuleRephraser, chunk_table, rephrase_corpus
-from k2core.llm import ChatBackend, LLMConfig, make_backend
+from k2core.llm import ChatBackend, LLMConfig
 from k2core.storage import open_uri, write_parquet
 
 SFT_COLUMNS = ["example_id", "source", "messages", "tools"]
@@ -44,18 +45,27 @@ class SynthConfig(BaseModel):
     @model_validator(mode="after")
     def _known_backends(self) -> SynthConfig:
         roles = self.agentic.roles
-        named = [self.rephrase and self.rephrase.backend, self.rephrase and self.rephrase.judge,
-                 self.llm_notes and self.llm_notes.backend,
-                 *((roles.tool_generator, roles.user, roles.tool_simulator, roles.agent, roles.judge) if roles else ())]
-        unknown = sorted({n for n in named if n} - set(self.llm))
+        named = stage_backend_names(self) | ({getattr(roles, r) for r in ALL_ROLES} - {None} if roles else set())
+        unknown = sorted(named - set(self.llm))
         if unknown:
             raise ValueError(f"backends {unknown} are not defined in synth.llm (defined: {sorted(self.llm)})")
         return self
 
 
-def build_backends(cfg: SynthConfig) -> dict[str, ChatBackend]:
-    """Every backend named in `synth.llm` (roles of this stage and of `agentic` refer to them by name)."""
-    return {name: make_backend(llm) for name, llm in sorted(cfg.llm.items())}
+def stage_backend_names(cfg: SynthConfig) -> set[str]:
+    """The backends this stage's own roles name: rephraser, rephrase judge and math notes."""
+    rc, nc = cfg.rephrase, cfg.llm_notes
+    return {n for n in (rc and rc.backend, rc and rc.judge, nc and nc.backend) if n}
+
+
+def build_backends(cfg: SynthConfig, shards_here: bool = True) -> dict[str, ChatBackend]:
+    """The backends of `synth.llm` that roles running in this process use: the stage's own, the planning role's
+    (tool_generator) and, when the trajectory shards run here too (`shards_here`), the shard roles'. Shards mapped
+    elsewhere build theirs in their workers (`k2core.agentic.workers`); a backend is built once per process and
+    config, so worker threads of this process share it."""
+    roles = PLANNING_ROLES + (SHARD_ROLES if shards_here else ())
+    names = stage_backend_names(cfg) | set(role_configs(cfg.agentic, cfg.llm, roles))
+    return {name: backend(cfg.llm[name]) for name in sorted(names)}
 
 
 def join_uri(directory: str, name: str) -> str:
@@ -130,10 +140,11 @@ def run_synth(
 ) -> dict[str, float]:
     """Build and write corpus, math, tool_tasks, sft, rephrased_chunks, math_note_attempts, tool_specs and agents
     parquet files (plus the fidelity histogram); returns flat counts for metrics. `backends` overrides
-    `build_backends(cfg)`; `mapper_factory` decides where trajectory shards run (the synth flow maps them as
-    Prefect tasks; default: one after another in this process)."""
+    `build_backends`; `mapper_factory` decides where trajectory shards run (the synth flow maps them as Prefect
+    tasks, whose workers build their own backends; default: one after another in this process, with this process's
+    backends)."""
     stats: dict[str, float] = {}
-    backends = build_backends(cfg) if backends is None else backends
+    backends = build_backends(cfg, shards_here=mapper_factory is None) if backends is None else backends
     text, corpus_stats = build_text_corpus(cfg.corpus)
     math, math_stats = build_math(cfg.math, cfg.seed)
     attempts = attempt_table([])

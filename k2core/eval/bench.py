@@ -18,7 +18,8 @@ from transformers import PreTrainedTokenizerFast
 
 from k2core.eval.lm import evaluate_lm
 from k2core.eval.math import evaluate_math
-from k2core.eval.tool_env import evaluate_tool_use
+from k2core.eval.tool_env import evaluate_agent, evaluate_tool_use, tool_metrics
+from k2core.llm import LLMConfig, make_backend
 from k2core.model import K2ForCausalLM
 from k2core.storage import read_parquet, write_json
 from k2core.tracking import Tracker
@@ -42,6 +43,10 @@ class BenchConfig(BaseModel):
     tool_max_tasks: int = Field(gt=0)
     tool_max_turns: int = Field(gt=0)
     tool_max_new_tokens: int = Field(gt=0)
+    tool_agents: dict[str, LLMConfig] = Field(
+        description="named chat backends (a served checkpoint, an external model) also evaluated as the agent on the "
+                    "same tool tasks as the checkpoints; only their cache_dir makes a rerun against a live server "
+                    "reproducible, since DVC cannot track the server")
 
 
 def _join(root: str | Path, name: str) -> str:
@@ -75,8 +80,14 @@ def evaluate_checkpoint(
     tool = evaluate_tool_use(model, tokenizer, read_parquet(_join(data_dir, "tool_tasks.parquet")),
                              max_turns=cfg.tool_max_turns, max_new_tokens=cfg.tool_max_new_tokens,
                              max_tasks=cfg.tool_max_tasks)
-    # "pass^k" becomes "tool_passk": MLflow metric names may not contain "^".
-    return {**metrics, **{f"tool_{key.replace('^', '')}": value for key, value in tool.items()}}
+    return {**metrics, **tool_metrics(tool)}
+
+
+def evaluate_tool_agent(llm: LLMConfig, data_dir: str | Path, cfg: BenchConfig) -> dict[str, Any]:
+    """Tool-use metrics (`tool_` prefixed, as for checkpoints) of a chat backend playing the agent."""
+    tasks = read_parquet(_join(data_dir, "tool_tasks.parquet"))
+    return tool_metrics(evaluate_agent(make_backend(llm), tasks, max_turns=cfg.tool_max_turns,
+                                       max_tokens=cfg.tool_max_new_tokens, max_tasks=cfg.tool_max_tasks))
 
 
 def run_bench(
@@ -87,14 +98,21 @@ def run_bench(
     tracker: Tracker | None = None,
     out_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate each named checkpoint (e.g. pretrain, sft, rl) into `{name: metrics}`.
+    """Evaluate each named checkpoint (e.g. pretrain, sft, rl), and each of `cfg.tool_agents` on the tool tasks, into
+    `{name: metrics}`.
 
     The result is logged to `tracker` (numbers as `NAME/metric`, the whole as `bench.json`) and written
     to `out_path` as JSON when given.
     """
+    clash = sorted(set(cfg.tool_agents) & set(checkpoints))
+    if clash:
+        raise ValueError(f"bench.tool_agents {clash} reuse checkpoint names; rename them")
     results: dict[str, Any] = {}
-    for name, ckpt in tqdm(checkpoints.items(), desc="bench", unit="ckpt"):
-        results[name] = evaluate_checkpoint(ckpt, tokenizer_dir, data_dir, cfg)
+    jobs = [(name, lambda c=ckpt: evaluate_checkpoint(c, tokenizer_dir, data_dir, cfg)) for name, ckpt in
+            checkpoints.items()]
+    jobs += [(name, lambda llm=llm: evaluate_tool_agent(llm, data_dir, cfg)) for name, llm in cfg.tool_agents.items()]
+    for name, job in tqdm(jobs, desc="bench", unit="model"):
+        results[name] = job()
         if tracker is not None:
             tracker.log_metrics({f"{name}/{key}": float(value) for key, value in results[name].items()
                                  if isinstance(value, (int, float))})

@@ -1,9 +1,12 @@
 """Tool-use evaluation on held-out environment tasks (τ-bench protocol): pass^1, pass^k, call well-formedness.
 
-A model plays the agent: the conversation is rendered in K2's chat format, the model generates one
-assistant turn, its tool calls are executed in the environment and fed back, and the scripted user
-answers, until the user stops or `max_turns` agent turns pass. Success is the τ-bench reward: the
-final database equals the gold replay and every required output was said.
+Any chat backend plays the agent through `llm_agent.LLMAgent`, the policy data synthesis uses: a checkpoint already in
+memory (`ModelBackend`, what the bench does), the `k2` backend on a checkpoint folder, or any OpenAI-compatible server
+(`k2 serve` of a checkpoint, an external model). So checkpoints and external models play identical tasks with the same
+faults and the same scripted users. Their tool calls are executed in the environment and fed back (errors included),
+and the scripted user answers, until the user stops or `max_turns` agent turns pass. Success is the τ-bench reward
+(state-based): the final database equals the gold replay and every required output was said. An episode whose request
+the backend refused (a conversation beyond the model's context, one its format cannot carry) is a failure.
 """
 
 from __future__ import annotations
@@ -14,26 +17,22 @@ from collections import Counter
 from typing import Any, Callable
 
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from k2core.agentic.domains import make_env
 from k2core.agentic.env import ToolEnv
 from k2core.agentic.faults import FaultInjector
 from k2core.agentic.judge import gold_hash, judge_episode
-from k2core.agentic.rollout import Policy, run_episode
+from k2core.agentic.llm_agent import REQUEST_ERROR, AgentRole, parse_failure
+from k2core.agentic.rollout import Episode, Policy, run_episode
 from k2core.agentic.specs import argument_error
 from k2core.agentic.tasks import Task, task_from_row
 from k2core.agentic.users import ScriptedUser
-from k2core.chat import SPECIAL_TOKENS, parse_assistant
-from k2core.model import generate
-from k2core.rl.encoding import prompt_ids, stop_token_ids
+from k2core.llm import ChatBackend, ChatRequest, ChatResponse
+from k2core.llm.k2_checkpoint import complete_k2
+from k2core.rl.encoding import stop_token_ids
 
-PolicyFactory = Callable[[Task, ToolEnv, list[dict]], Policy]
-
-
-class ContextLimitError(RuntimeError):
-    """The conversation no longer fits the model's context; the episode ends as a failure."""
+PolicyFactory = Callable[[Task, ToolEnv, list[dict], int], Policy]  # (task, env, tool specs, seed) -> policy
 
 
 def system_prompt(env: ToolEnv) -> str:
@@ -45,31 +44,24 @@ def system_prompt(env: ToolEnv) -> str:
     )
 
 
-class ModelPolicy:
-    """A causal LM as the agent: render, generate one turn, parse it back into a message."""
+class ModelBackend:
+    """A K2 model already in memory as a `ChatBackend`, answering as the `k2` backend does for a checkpoint folder
+    (K2's chat format in, K2's tool-call parser out, the turn cut at the context), so the bench evaluates the model it
+    loaded without loading it again. `dropped_calls` counts the calls the parser could not read, which no reply
+    carries."""
 
-    def __init__(self, model: Any, tokenizer: Any, tools: list[dict], max_new_tokens: int, temperature: float, seed: int) -> None:
-        self.model, self.tokenizer, self.tools = model, tokenizer, tools
-        self.names = {t["function"]["name"] for t in tools}
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+    backend_id = "k2-in-memory"
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
         self.stop = stop_token_ids(tokenizer)
-        self.limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.malformed = 0
+        self.context: int | None = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self.dropped_calls = 0
 
-    def __call__(self, messages: list[dict]) -> dict:
-        ids = prompt_ids(self.tokenizer, messages, self.tools)
-        if self.limit is not None and len(ids) + self.max_new_tokens > self.limit:
-            raise ContextLimitError(f"prompt of {len(ids)} tokens + {self.max_new_tokens} new exceeds {self.limit}")
-        out = generate(self.model, ids, 1, self.max_new_tokens, self.temperature, self.stop, generator=self.generator)[0]
-        parsed = parse_assistant(self.tokenizer.decode(out, skip_special_tokens=False))
-        self.malformed += sum("tool call" in e for e in parsed["errors"])
-        calls = [c for c in parsed["tool_calls"] if c["function"]["name"] in self.names]
-        self.malformed += len(parsed["tool_calls"]) - len(calls)
-        content = parsed["content"]
-        for token in SPECIAL_TOKENS:
-            content = content.replace(token, "")
-        return {"role": "assistant", "content": content, "tool_calls": calls}
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        response, dropped = complete_k2(self.model, self.tokenizer, self.stop, self.context, request)
+        self.dropped_calls += dropped
+        return response
 
 
 def pass_hat_k(successes: list[int], n: int, k: int) -> float:
@@ -77,10 +69,27 @@ def pass_hat_k(successes: list[int], n: int, k: int) -> float:
     return sum(math.comb(c, k) for c in successes) / (len(successes) * math.comb(n, k))
 
 
+def call_counts(episode: Episode) -> tuple[int, int, int]:
+    """(calls, schema-valid calls, malformed calls) of the agent: a call naming no offered tool or whose arguments
+    are not a JSON object is malformed and not counted as a call (K2's parser drops those before they are calls)."""
+    specs = {s["function"]["name"]: s for s in episode.tools}
+    calls = valid = malformed = 0
+    for message in episode.messages:
+        for call in message.get("tool_calls") or []:
+            if parse_failure(call, specs):
+                malformed += 1
+                continue
+            fn = call["function"]
+            calls += 1
+            valid += int(argument_error(specs[fn["name"]], fn["arguments"]) is None)
+    return calls, valid, malformed
+
+
 def run_tool_eval(
     tasks: list[Task], make_policy: PolicyFactory, max_turns: int, num_trials: int, p_transient: float, p_edge: float, seed: int
 ) -> dict[str, Any]:
-    """Run every task `num_trials` times with a policy from `make_policy` and score it."""
+    """Run every task `num_trials` times with a policy from `make_policy` and score it; each trial draws its own
+    fault seed and agent seed from (seed, task, trial)."""
     if not tasks:
         raise ValueError("no test tasks to evaluate; generate tool_tasks with test_fraction > 0")
     successes, ends = [], Counter()
@@ -93,26 +102,17 @@ def run_tool_eval(
             rng = random.Random(f"{seed}:{task.task_id}:{trial}")
             env.reset(task.seed, db=task.initial_db, faults=FaultInjector(p_transient, p_edge, rng.randrange(2**31)))
             tools = env.tool_specs()
-            policy = make_policy(task, env, tools)
+            policy = make_policy(task, env, tools, rng.randrange(2**31))
             user = ScriptedUser(task, task.persona, env.slot_descriptions)
-            try:
-                episode = run_episode(env, policy, user, system_prompt(env), list(env.tools), max_turns)
-            except ContextLimitError:
-                ends["context_limit"] += 1
-                malformed += getattr(policy, "malformed", 0)
-                continue
-            verdict = judge_episode(task, episode, expected)
-            wins += int(verdict.reward)
-            rubric_passes += int(verdict.passed)
+            episode = run_episode(env, policy, user, system_prompt(env), list(env.tools), max_turns)
             ends[episode.end_reason] += 1
             turns += episode.turns
-            specs = {s["function"]["name"]: s for s in tools}
-            for m in episode.messages:
-                for c in m.get("tool_calls") or []:
-                    calls += 1
-                    fn = c["function"]
-                    well_formed += int(fn["name"] in specs and argument_error(specs[fn["name"]], fn["arguments"]) is None)
-            malformed += getattr(policy, "malformed", 0)
+            counts = call_counts(episode)
+            calls, well_formed, malformed = calls + counts[0], well_formed + counts[1], malformed + counts[2]
+            if episode.end_reason != REQUEST_ERROR:
+                verdict = judge_episode(task, episode, expected)
+                wins += int(verdict.reward)
+                rubric_passes += int(verdict.passed)
         successes.append(wins)
     episodes = len(tasks) * num_trials
     return {
@@ -123,7 +123,7 @@ def run_tool_eval(
         "tool_calls": calls,
         "well_formed_tool_calls": well_formed,
         "malformed_tool_calls": malformed,
-        "mean_turns": turns / max(1, episodes - ends["context_limit"]),
+        "mean_turns": turns / episodes,
         "end_reasons": dict(ends),
     }
 
@@ -134,15 +134,34 @@ def held_out_tasks(tasks_df: pd.DataFrame, max_tasks: int | None) -> list[Task]:
     return [task_from_row(r) for r in rows[:max_tasks]]
 
 
+def evaluate_agent(
+    backend: ChatBackend, tasks_df: pd.DataFrame, max_turns: int, max_tokens: int, num_trials: int = 1,
+    temperature: float = 0.0, p_transient: float = 0.0, p_edge: float = 0.0, max_tasks: int | None = None, seed: int = 0,
+) -> dict[str, Any]:
+    """pass^1 (and pass^k for k <= num_trials) of any chat backend as the agent (`LLMAgent`) on the test split of
+    `tasks_df`; `max_tokens` caps each assistant turn.
+
+    Greedy at temperature 0; trials then differ only through the seeded faults (p_transient, p_edge).
+    """
+    role = AgentRole(backend, temperature, max_tokens)
+
+    def make_policy(task: Task, env: ToolEnv, tools: list[dict], agent_seed: int) -> Policy:
+        return role.policy(tools, agent_seed)
+
+    return run_tool_eval(held_out_tasks(tasks_df, max_tasks), make_policy, max_turns, num_trials, p_transient, p_edge, seed)
+
+
 def evaluate_tool_use(
     model: Any, tokenizer: Any, tasks_df: pd.DataFrame, max_turns: int, max_new_tokens: int, num_trials: int = 1,
     temperature: float = 0.0, p_transient: float = 0.0, p_edge: float = 0.0, max_tasks: int | None = None, seed: int = 0,
 ) -> dict[str, Any]:
-    """pass^1 (and pass^k for k <= num_trials) of `model` as the agent on the test split of `tasks_df`.
+    """`evaluate_agent` for a K2 model in memory; its malformed calls include those K2's parser dropped."""
+    backend = ModelBackend(model, tokenizer)
+    result = evaluate_agent(backend, tasks_df, max_turns, max_new_tokens, num_trials, temperature, p_transient, p_edge,
+                            max_tasks, seed)
+    return {**result, "malformed_tool_calls": result["malformed_tool_calls"] + backend.dropped_calls}
 
-    Greedy at temperature 0; trials then differ only through the seeded faults (p_transient, p_edge).
-    """
-    def make_policy(task: Task, env: ToolEnv, tools: list[dict]) -> Policy:
-        return ModelPolicy(model, tokenizer, tools, max_new_tokens, temperature, seed)
 
-    return run_tool_eval(held_out_tasks(tasks_df, max_tasks), make_policy, max_turns, num_trials, p_transient, p_edge, seed)
+def tool_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """A result as bench metrics: prefixed `tool_`, "pass^k" as "passk" (MLflow metric names may not contain "^")."""
+    return {f"tool_{key.replace('^', '')}": value for key, value in result.items()}

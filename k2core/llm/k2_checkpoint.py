@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,17 +53,27 @@ class K2Backend:
 
     def complete(self, request: ChatRequest) -> ChatResponse:
         loaded = self.loaded
-        try:
-            ids = prompt_ids(loaded.tokenizer, request.messages, request.tools or None)
-        except ChatFormatError as error:
-            raise RequestError(f"K2's chat format cannot carry this conversation: {error}") from None
-        budget = min(request.max_tokens, loaded.context - len(ids))
-        if budget < 1:
-            raise RequestError(f"the prompt has {len(ids)} tokens; the model's context is {loaded.context}")
-        generator = torch.Generator(device=loaded.device).manual_seed(request.seed)
         with loaded.lock:
-            out = generate(loaded.model, ids, 1, budget, request.temperature, loaded.stop_ids, generator=generator)[0]
-        parsed = parse_assistant(loaded.tokenizer.decode(out, skip_special_tokens=False))
-        calls = [(c["function"]["name"], c["function"]["arguments"]) for c in parsed["tool_calls"]]
-        message = assistant_message(strip_special_tokens(parsed["content"]), calls)
-        return ChatResponse(message=message, usage=Usage(prompt_tokens=len(ids), completion_tokens=len(out)))
+            response, _ = complete_k2(loaded.model, loaded.tokenizer, loaded.stop_ids, loaded.context, request)
+        return response
+
+
+def complete_k2(model: K2ForCausalLM, tokenizer: Any, stop_ids: list[int], context: int | None, request: ChatRequest
+                ) -> tuple[ChatResponse, int]:
+    """One assistant turn of a K2 model in memory: the conversation rendered in K2's chat format, sampled (cut at
+    `context`), parsed back with K2's tool-call parser. Returns the reply and how many tool calls the parser dropped
+    as malformed (the reply keeps only well-formed calls, renumbered)."""
+    try:
+        ids = prompt_ids(tokenizer, request.messages, request.tools or None)
+    except ChatFormatError as error:
+        raise RequestError(f"K2's chat format cannot carry this conversation: {error}") from None
+    budget = request.max_tokens if context is None else min(request.max_tokens, context - len(ids))
+    if budget < 1:
+        raise RequestError(f"the prompt has {len(ids)} tokens; the model's context is {context}")
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(request.seed)
+    out = generate(model, ids, 1, budget, request.temperature, stop_ids, generator=generator)[0]
+    parsed = parse_assistant(tokenizer.decode(out, skip_special_tokens=False))
+    dropped = sum("tool call" in e for e in parsed["errors"])
+    calls = [(c["function"]["name"], c["function"]["arguments"]) for c in parsed["tool_calls"]]
+    message = assistant_message(strip_special_tokens(parsed["content"]), calls)
+    return ChatResponse(message=message, usage=Usage(prompt_tokens=len(ids), completion_tokens=len(out))), dropped
