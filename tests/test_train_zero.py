@@ -102,16 +102,17 @@ def test_gradient_clipping_acts_on_raw_gradients_not_on_the_orthogonalised_updat
     assert max(shrink) < 0.01, shrink
 
 
+@pytest.mark.parametrize("bf16", [False, True])
 @pytest.mark.parametrize("stage", [1, 2])
-def test_qk_clip_reaches_the_fp32_master_partitions(stage):
-    """After a clip, a step with lr = 0 keeps the clipped weights: the master slices were clipped too. Without the
-    hook the next step restores the pre-clip master values, which the test also shows."""
+def test_qk_clip_reaches_the_fp32_master_partitions(stage, bf16):
+    """After a clip, a step with lr = 0 keeps the clipped weights: the master slices were clipped too (fp32, and bf16
+    autocast as on GPU). Without the hook the next step restores the pre-clip master values, which the test shows."""
     ensure_process_group()
     for with_hook in (True, False):
         torch.manual_seed(0)
         model = K2ForCausalLM(MODEL)
         cfg = PretrainConfig(**loop_config(gradient_accumulation=1, zero_stage=stage))
-        built = build_engine(model, cfg, with_schedule=False)
+        built = build_engine(model, cfg, with_schedule=False, bf16=bf16)
         built.engine.backward(built.engine(input_ids=IDS, labels=IDS).loss)
         built.engine.step()
         tau = float(torch.cat(step_max_logits(model)).min()) / 2
