@@ -20,7 +20,7 @@ import pandas as pd
 import pandera.polars as pa
 import polars as pl
 
-from k2core.validation.chat_polars import duplicates, row_failures, schema_failures, to_report
+from k2core.validation.chat_polars import _CHAR, _WS, duplicates, row_failures, schema_failures, to_report
 from k2core.validation.schemas import RULES, SCHEMAS, Rule
 
 TABLES = ("tool_tasks", "tool_specs", "agents")
@@ -37,9 +37,7 @@ def polars_schema(name: str) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, strict=True, name=name)
 
 
-_WS = r"[ \t\n\r]*"  # JSON's whitespace (regex \s would allow more)
-# A non-empty JSON string, strictly: no raw control character, valid escapes, no surrogate escape.
-_STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u(?:[0-9A-Ca-cEFef][0-9A-Fa-f]{3}|[Dd][0-7][0-9A-Fa-f]{2}))+"'
+_STRING = rf'"{_CHAR}+"'  # a non-empty JSON string, strictly
 _NAMES = rf"^{_WS}\[{_WS}{_STRING}(?:{_WS},{_WS}{_STRING})*{_WS}\]{_WS}$"
 
 
