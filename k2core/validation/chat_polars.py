@@ -1,5 +1,6 @@
 """Vectorised validation of chat datasets (`sft`) with polars: the same contract as the pydantic checks of
-`records.py`, at millions of rows per second instead of tens of thousands once the messages are decoded.
+`records.py`, 10x the pandas engine's rows per second (docs/benchmarks.md; most of the time goes to decoding the JSON
+text, and a decoded column is checked at hundreds of thousands of rows per second on one core).
 
 Messages are stored as JSON text (docs/contracts.md), so each run decodes them once into `List(Struct)` (a
 whole-column decode; only when it fails is the column split in halves to find the undecodable rows); a column that
@@ -9,7 +10,10 @@ calls (one row per message or call, with its row number and position), so nothin
 rules that need the JSON text (unknown keys, non-string values: the decoder drops the first and turns numbers into
 strings) first scan the text with one regex that flags every row they could reject (`_SUSPECT_TEXT`), and word
 their reasons for those rows only. Tool lists repeat across rows (one per environment), so `tools_error` (JSON
-Schema) runs once per distinct value. The result is the same per-row report as `validate.find_failures`.
+Schema) runs once per distinct value. What decoding erases (a missing key and an explicit null read alike, a key at
+the wrong level is dropped) is recovered from the text by counting its unescaped quotes against what the decoded
+fields account for (`_presence_suspects`); the few rows that differ are judged by the pandas engine's own check. The
+result is the same per-row report as `validate.find_failures`.
 """
 
 from __future__ import annotations
