@@ -45,7 +45,7 @@ from k2core.data.rephrase import LLMRephraser, RephraseConfig, Rephraser, RuleRe
 from k2core.data.synth import SFT_COLUMNS, SynthConfig, math_sft_rows  # noqa: E402
 from k2core.validation import find_failures  # noqa: E402
 from k2core.validation.chat_polars import MESSAGES, find_chat_failures  # noqa: E402
-from k2core.validation.records import _tools_error_of_text, tools_error  # noqa: E402
+from k2core.validation.records import _schema_error, _tools_error_of_text, tools_error  # noqa: E402
 from k2core.validation.tables_polars import TABLES  # noqa: E402
 
 REPEAT = 3  # the chat-table timings (both engines) are best of 3: the machine is shared
@@ -60,10 +60,11 @@ def timed(fn):  # noqa: ANN001, ANN201 - any zero-argument call
 
 
 def cold(fn, repeat: int = 1):  # noqa: ANN001, ANN201 - any zero-argument validation
-    """`timed` (best of `repeat`), with the tools-check cache emptied first, so no engine inherits another's work."""
+    """`timed` (best of `repeat`), with the tools-check caches emptied first, so no engine inherits another's work."""
     runs = []
     for _ in range(repeat):
         _tools_error_of_text.cache_clear()
+        _schema_error.cache_clear()
         runs.append(timed(fn))
     return min(runs, key=lambda run: run[1])
 
