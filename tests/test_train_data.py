@@ -82,10 +82,30 @@ def test_sft_labels_cover_exactly_the_assistant_segments(tokenizer_dir, tmp_path
     kept = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
     assert tokenizer.decode(kept) == trained_text
     sft_frame().to_parquet(tmp_path / "sft.parquet")
-    train, val = sft_blocks(tmp_path / "sft.parquet", tokenizer, seq_len=64, val_fraction=0.25, seed=0)
+    train, val, counts = sft_blocks(tmp_path / "sft.parquet", tokenizer, seq_len=64, val_fraction=0.25, seed=0)
     assert len(train) + len(val) == 24
+    assert counts == {"examples": 24, "truncated": 0, "dropped": 0, "tool_examples": 0, "tool_truncated": 0,
+                      "tool_dropped": 0}
     pad_rows = train.input_ids == tokenizer.pad_token_id
     assert (train.labels[pad_rows] == IGNORE_INDEX).all()
+
+
+def test_sft_counts_the_chats_a_short_seq_len_cuts_and_drops(tokenizer_dir, tmp_path):
+    tokenizer = load_tokenizer(tokenizer_dir)
+    frame = sft_frame()
+    lengths = [len(chat_tokens(json.loads(m), [], tokenizer)[0]) for m in frame["messages"]]
+    prompt = len(chat_tokens(json.loads(frame["messages"][0])[:1], [], tokenizer)[0])  # the user turn alone
+    frame.loc[:5, "source"] = "tool"
+    frame.loc[:5, "messages"] = [json.dumps([{"role": "user", "content": "word " * 40},
+                                             {"role": "assistant", "content": "done"}])] * 6
+    frame.to_parquet(tmp_path / "sft.parquet")
+    seq_len = max(lengths) - 1  # the longest short chats are cut but keep assistant tokens; the long ones lose all
+    assert seq_len > prompt
+    train, val, counts = sft_blocks(tmp_path / "sft.parquet", tokenizer, seq_len=seq_len, val_fraction=0.25, seed=0)
+    cut = sum(length > seq_len for length in lengths[6:])
+    assert counts == {"examples": 24, "truncated": cut + 6, "dropped": 6, "tool_examples": 6, "tool_truncated": 6,
+                      "tool_dropped": 6}
+    assert len(train) + len(val) == 18
 
 
 def test_batch_order_is_a_pure_function_of_position():

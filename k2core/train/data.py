@@ -118,23 +118,33 @@ def sft_blocks(
     seq_len: int,
     val_fraction: float,
     seed: int,
-) -> tuple[TokenBlocks, TokenBlocks]:
-    """One right-padded, truncated row per chat (no packing, so chats never see each other); (train, val).
+) -> tuple[TokenBlocks, TokenBlocks, dict[str, int]]:
+    """One right-padded, truncated row per chat (no packing, so chats never see each other); (train, val, counts).
 
-    Examples left with no trained token after truncation to seq_len are dropped.
+    Examples left with no trained token after truncation to seq_len are dropped. `counts` says how many chats there
+    were, how many were cut at seq_len, how many of those lost every trained token (dropped), and of the tool-use
+    chats (source 'tool') how many were cut and dropped: long trajectories are what a short seq_len loses first.
     """
     frame = read_parquet(sft_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     splits: dict[bool, list[tuple[list[int], list[int]]]] = {False: [], True: []}
-    for example_id, messages, tools in zip(frame["example_id"], frame["messages"], frame["tools"]):
+    counts = dict.fromkeys(("examples", "truncated", "dropped", "tool_examples", "tool_truncated", "tool_dropped"), 0)
+    for example_id, source, messages, tools in zip(frame["example_id"], frame["source"], frame["messages"],
+                                                   frame["tools"]):
         ids, labels = chat_tokens(json.loads(messages), json.loads(tools), tokenizer)
+        cut = len(ids) > seq_len
         ids, labels = ids[:seq_len], labels[:seq_len]
-        if all(label == IGNORE_INDEX for label in labels):
-            continue
-        splits[is_validation(str(example_id), val_fraction, seed)].append((ids, labels))
+        dropped = all(label == IGNORE_INDEX for label in labels)
+        for prefix in ("", "tool_") if source == "tool" else ("",):
+            counts[f"{prefix}examples"] += 1
+            counts[f"{prefix}truncated"] += cut
+            counts[f"{prefix}dropped"] += dropped
+        if not dropped:
+            splits[is_validation(str(example_id), val_fraction, seed)].append((ids, labels))
     return (
         _require_blocks(_pad_examples(splits[False], pad_id, seq_len), "train", str(sft_path)),
         _require_blocks(_pad_examples(splits[True], pad_id, seq_len), "validation", str(sft_path)),
+        counts,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,5 +100,13 @@ def sft(
         raise ValueError(f"model_config does not match the checkpoint in {init_dir}; pass the pretraining config "
                          "or None")
     _check_fit(model.config, tokenizer, cfg.seq_len)
-    data = sft_blocks(sft_path, tokenizer, cfg.seq_len, cfg.val_fraction, cfg.seed)
-    return _run_stage("sft", model, tokenizer, data, cfg, out, tracker, callbacks)
+    train, val, counts = sft_blocks(sft_path, tokenizer, cfg.seq_len, cfg.val_fraction, cfg.seed)
+    if counts["dropped"]:
+        logging.getLogger(__name__).warning(
+            "sft: %d of %d chats (%d of %d tool-use chats) have no assistant token within seq_len=%d and are left "
+            "out; raise sft.<profile>.seq_len to train on them", counts["dropped"], counts["examples"],
+            counts["tool_dropped"], counts["tool_examples"], cfg.seq_len)
+    metrics = _run_stage("sft", model, tokenizer, (train, val), cfg, out, tracker, callbacks)
+    chats = {f"chats_{key}": float(value) for key, value in counts.items()}
+    tracker.log_metrics({f"sft/{key}": value for key, value in chats.items()}, step=cfg.steps)
+    return {**metrics, **chats}
