@@ -251,3 +251,23 @@ def test_the_model_reads_the_key_padding_once_per_forward(monkeypatch):
     assert len(calls) == 1
     model(ids, labels=ids)
     assert len(calls) == 1
+
+
+def test_padding_is_routed_but_not_counted_in_the_balancing_load():
+    """Right-padded SFT rows pass `token_mask`, RL rows their `attention_mask`: only real tokens count in each
+    router's expert_load, which drives the aux-loss-free bias update."""
+    config = _config(first_k_dense_replace=0)
+    model = K2ForCausalLM(config).train()
+    ids = torch.randint(0, config.vocab_size, (2, 9))
+    real = torch.ones(2, 9, dtype=torch.bool)
+    real[1, 5:] = False
+    routers = [m for m in model.modules() if isinstance(m, TopKRouter)]
+    for kwargs in ({"token_mask": real}, {"attention_mask": real.long()}):
+        for router in routers:
+            router.expert_load.zero_()
+        model(ids, labels=ids, **kwargs).loss.backward()
+        assert all(int(r.expert_load.sum()) == int(real.sum()) * config.num_experts_per_tok for r in routers)
+    for router in routers:
+        router.expert_load.zero_()
+    model(ids, labels=ids).loss.backward()  # no mask: every position counts
+    assert all(int(r.expert_load.sum()) == ids.numel() * config.num_experts_per_tok for r in routers)

@@ -65,6 +65,7 @@ class AttentionMask:
 
     allowed: torch.Tensor
     keys: torch.Tensor | None
+    tokens: torch.Tensor | None = None  # [B, T] real (not padding) query tokens, for the MoE load; None: all
 
     @classmethod
     def of(cls, allowed: torch.Tensor | AttentionMask) -> AttentionMask:

@@ -38,7 +38,8 @@ class DecoderLayer(nn.Module):
                 past: LatentCache | None) -> tuple[torch.Tensor, LatentCache]:
         attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
         x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x)), cache
+        h = self.post_attention_layernorm(x)
+        return x + (self.mlp(h, mask.tokens) if isinstance(self.mlp, MoE) else self.mlp(h)), cache
 
 
 class K2Model(nn.Module):
@@ -52,8 +53,8 @@ class K2Model(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                position_ids: torch.Tensor | None, past_key_values: list[LatentCache] | None
-                ) -> tuple[torch.Tensor, list[LatentCache]]:
+                position_ids: torch.Tensor | None, past_key_values: list[LatentCache] | None,
+                token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[LatentCache]]:
         batch, seq = input_ids.shape
         past_len = past_key_values[0][0].shape[1] if past_key_values else 0
         total = past_len + seq
@@ -67,6 +68,10 @@ class K2Model(nn.Module):
             allowed = allowed & attention_mask.bool()[:, None, None, :]
         # without an attention mask nothing is padded: no need to read the padding back from the device
         mask = AttentionMask(allowed, None) if attention_mask is None else AttentionMask.of(allowed)
+        if token_mask is None and attention_mask is not None:
+            token_mask = attention_mask[:, past_len:]
+        if token_mask is not None:
+            mask = AttentionMask(mask.allowed, mask.keys, token_mask.bool())
         if position_ids is None:
             position_ids = query_pos[None].expand(batch, -1)
         x = self.embed_tokens(input_ids)
@@ -106,11 +111,15 @@ class K2ForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, past_key_values: list[LatentCache] | None = None,
-                use_cache: bool = False, labels: torch.Tensor | None = None, logits_to_keep: int = 0
-                ) -> CausalLMOutput:
+                use_cache: bool = False, labels: torch.Tensor | None = None, logits_to_keep: int = 0,
+                token_mask: torch.Tensor | None = None) -> CausalLMOutput:
         """Logits [B, T, V] (the last ``logits_to_keep`` positions if > 0); loss is the mean next-token CE over
-        positions whose (unshifted) label is not -100; labels are shifted here as in transformers."""
-        hidden, caches = self.model(input_ids, attention_mask, position_ids, past_key_values)
+        positions whose (unshifted) label is not -100; labels are shifted here as in transformers.
+
+        ``token_mask`` [B, T] marks real tokens where padding needs no attention mask (right padding under causal
+        attention, as in SFT): padding then does not count in the MoE balancing load. With ``attention_mask`` it
+        defaults to that mask."""
+        hidden, caches = self.model(input_ids, attention_mask, position_ids, past_key_values, token_mask)
         if logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)

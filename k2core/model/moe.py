@@ -29,8 +29,10 @@ class TopKRouter(KeepsFp32Buffers):
         self.register_buffer("expert_load", torch.zeros(config.n_routed_experts, dtype=torch.long),
                              persistent=False)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k expert ids [N, k] and their combine weights [N, k] (fp32) for tokens x [N, hidden]."""
+    def forward(self, x: torch.Tensor, counted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k expert ids [N, k] and their combine weights [N, k] (fp32) for tokens x [N, hidden]; only tokens
+        where `counted` [N] is True (all when None) count towards the balancing load (padding is routed, not
+        counted)."""
         scores = F.linear(x.float(), self.weight.float()).sigmoid()
         choice = scores + self.e_score_correction_bias
         if self.n_group > 1:
@@ -45,7 +47,8 @@ class TopKRouter(KeepsFp32Buffers):
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         if self.training and torch.is_grad_enabled():
             with torch.no_grad():
-                self.expert_load += torch.bincount(index.flatten(), minlength=self.num_experts)
+                chosen = index if counted is None else index[counted]
+                self.expert_load += torch.bincount(chosen.flatten(), minlength=self.num_experts)
         return index, weights * self.routed_scaling_factor
 
 
@@ -92,8 +95,10 @@ class MoE(nn.Module):
         self.experts = Experts(config)
         self.shared_experts = SwiGLU(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, hidden]; `token_mask` [B, T] marks the real tokens (padding is computed but not counted in the
+        router's load)."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        index, weights = self.gate(flat)
+        index, weights = self.gate(flat, None if token_mask is None else token_mask.reshape(-1))
         return self.experts(flat, index, weights).view(shape) + self.shared_experts(x)

@@ -28,12 +28,17 @@ class TokenBlocks:
 
     input_ids: Tensor
     labels: Tensor
+    real: Tensor | None = None  # [N, seq_len] bool, False on padding (right-padded chats); None: no padding
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         return self.input_ids[indices], self.labels[indices]
+
+    def token_mask(self, indices: Tensor) -> Tensor | None:
+        """Which tokens of the rows `indices` are real, or None when the blocks hold no padding."""
+        return None if self.real is None else self.real[indices]
 
 
 def load_tokenizer(tokenizer_dir: str | Path) -> PreTrainedTokenizerFast:
@@ -106,10 +111,12 @@ def chat_tokens(
 def _pad_examples(examples: list[tuple[list[int], list[int]]], pad_id: int, seq_len: int) -> TokenBlocks:
     ids = torch.full((len(examples), seq_len), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), seq_len), IGNORE_INDEX, dtype=torch.long)
+    real = torch.zeros((len(examples), seq_len), dtype=torch.bool)
     for row, (example_ids, example_labels) in enumerate(examples):
         ids[row, : len(example_ids)] = torch.tensor(example_ids, dtype=torch.long)
         labels[row, : len(example_labels)] = torch.tensor(example_labels, dtype=torch.long)
-    return TokenBlocks(ids, labels)
+        real[row, : len(example_ids)] = True
+    return TokenBlocks(ids, labels, real)
 
 
 def sft_blocks(

@@ -95,10 +95,12 @@ def build_engine(model: torch.nn.Module, cfg: LoopConfig, with_schedule: bool = 
 
 
 def _micro_batch(data: TokenBlocks, cfg: LoopConfig, step: int, micro: int, rank: int, world: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Micro-batch `micro` of optimizer step `step` (1-based) on data-parallel rank `rank`."""
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Micro-batch `micro` of optimizer step `step` (1-based) on data-parallel rank `rank`: ids, labels and which
+    tokens are real (None without padding)."""
     slot = ((step - 1) * cfg.gradient_accumulation + micro) * world + rank
-    return data.batch(batch_indices(len(data), slot * cfg.micro_batch_size, cfg.micro_batch_size, cfg.seed))
+    rows = batch_indices(len(data), slot * cfg.micro_batch_size, cfg.micro_batch_size, cfg.seed)
+    return (*data.batch(rows), data.token_mask(rows))
 
 
 def target_tokens(labels: torch.Tensor) -> int:
@@ -174,7 +176,7 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
     started = time.perf_counter()
     lr = engine.get_lr()[0]
     batches = [_micro_batch(data, cfg, step, micro, rank, world) for micro in range(cfg.gradient_accumulation)]
-    counts = [target_tokens(labels) for _, labels in batches]
+    counts = [target_tokens(labels) for _, labels, _ in batches]
     # The step's loss is the mean over every target token of the global batch: DeepSpeed averages micro-batch losses
     # over accumulation steps and ranks, so each is weighted by its share of the tokens (exactly 1.0 for packed
     # pretraining blocks; SFT micro-batches differ in how many assistant tokens they hold).
@@ -182,8 +184,9 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
     if total == 0:
         raise ValueError(f"step {step}: no target tokens in the global batch (every label is -100)")
     weighted_loss = 0.0
-    for micro, ((input_ids, labels), count) in enumerate(zip(batches, counts)):
-        output = engine(input_ids=input_ids.to(engine.device), labels=labels.to(engine.device))
+    for micro, ((input_ids, labels, real), count) in enumerate(zip(batches, counts)):
+        output = engine(input_ids=input_ids.to(engine.device), labels=labels.to(engine.device),
+                        token_mask=None if real is None else real.to(engine.device))
         if count:
             weighted_loss += output.loss.item() * count
             engine.backward(output.loss * (count * cfg.gradient_accumulation * world / total))
