@@ -193,3 +193,17 @@ def test_edits_the_decoder_erases_are_reported_with_pandas_reasons():
     pandas, polars_ = (find_failures("sft", frame, "f", engine) for engine in ("pandas", "polars"))
     assert list(pandas["row_index"]) == [1, 2, 3]
     pd.testing.assert_frame_equal(pandas, polars_)
+
+
+def test_a_row_with_invalid_messages_is_not_also_judged_on_declared_tools():
+    """Found by the key-edit test in CI: a null role plus a call to an undeclared tool is one `valid_messages`
+    failure in both engines (pandas' cross-field check skips rows whose messages are invalid)."""
+    rows = [_valid("sft", i, "plain text") for i in range(2)]
+    messages = json.loads(rows[1]["messages"])
+    messages[0]["role"] = None
+    messages[1]["tool_calls"][0]["function"]["name"] = "x"
+    rows[1]["messages"] = json.dumps(messages)
+    frame = pd.DataFrame(rows)
+    for engine in ("pandas", "polars"):
+        report = find_failures("sft", frame, "f", engine)
+        assert report[["row_index", "check"]].values.tolist() == [[1, "valid_messages"]], (engine, report)

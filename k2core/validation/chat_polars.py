@@ -345,7 +345,11 @@ def find_chat_failures(frame: pd.DataFrame | pl.DataFrame, file: str) -> pd.Data
         parts.insert(0, _presence_failures(_presence_suspects(raw.filter(messages.is_not_null()), exploded, calls)))
     parts.extend(_message_checks(decoded.filter(pl.col("messages").is_not_null()), exploded, calls))
     parts.extend(_tool_checks(decoded, calls))
-    return to_report(pl.concat(parts, how="vertical_relaxed"), file)
+    failures = pl.concat(parts, how="vertical_relaxed")
+    # As in the pandas engine, a row whose messages are invalid is not also judged on the tools its calls name.
+    invalid = failures.filter(pl.col("check") == "valid_messages")["row"]
+    return to_report(failures.filter(~((pl.col("check") == "calls_declared_tools") & pl.col("row").is_in(invalid))),
+                     file)
 
 
 def to_report(failures: pl.DataFrame, file: str) -> pd.DataFrame:
