@@ -156,3 +156,32 @@ def test_sft_loss_is_a_mean_over_target_tokens_however_the_batch_is_split(straig
     ours, ref = _weights(tmp_path / "1x4"), _weights(tmp_path / "4x1")
     for name in ref:
         torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-5)
+
+
+def test_cutting_the_untrained_tail_changes_no_loss_and_no_gradient():
+    """Columns after the last target of every row are cut; loss and gradients are those of the whole batch."""
+    from k2core.train.loop import untrained_tail_start
+
+    torch.manual_seed(0)
+    model = K2ForCausalLM(MODEL)
+    ids = torch.randint(0, MODEL.vocab_size, (3, 20))
+    labels = ids.clone()
+    labels[:, :4] = -100  # a prompt
+    for row, end in enumerate((9, 13, 7)):  # right padding after each chat
+        labels[row, end:] = -100
+    real = labels != -100
+    real[:, :4] = True
+    width = untrained_tail_start(labels)
+    assert width == 13
+    losses, grads = [], []
+    for cut in (20, width):
+        model.zero_grad()
+        loss = model(input_ids=ids[:, :cut], labels=labels[:, :cut], token_mask=real[:, :cut]).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
+    for short, full in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-7)
+    packed = torch.randint(0, MODEL.vocab_size, (2, 8))
+    assert untrained_tail_start(packed) == 8  # pretraining blocks: nothing to cut

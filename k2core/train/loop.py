@@ -94,13 +94,24 @@ def build_engine(model: torch.nn.Module, cfg: LoopConfig, with_schedule: bool = 
     return BuiltEngine(engine, optimizer, master_weight_hook(engine.optimizer))
 
 
+def untrained_tail_start(labels: torch.Tensor) -> int:
+    """The first column after the last target of any row (at least 2). Columns from there on can be cut exactly:
+    the loss never reads them and, attention being causal, no earlier position sees them; padding is not counted in
+    the MoE load either (`token_mask`). Right-padded SFT batches of short chats then cost their own length rather
+    than seq_len; packed pretraining blocks keep every column."""
+    targets = (labels != -100).any(dim=0).nonzero()
+    return max(int(targets.max()) + 1, 2) if len(targets) else 2
+
+
 def _micro_batch(data: TokenBlocks, cfg: LoopConfig, step: int, micro: int, rank: int, world: int
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Micro-batch `micro` of optimizer step `step` (1-based) on data-parallel rank `rank`: ids, labels and which
-    tokens are real (None without padding)."""
+    tokens are real (None without padding), cut after the last target."""
     slot = ((step - 1) * cfg.gradient_accumulation + micro) * world + rank
     rows = batch_indices(len(data), slot * cfg.micro_batch_size, cfg.micro_batch_size, cfg.seed)
-    return (*data.batch(rows), data.token_mask(rows))
+    (input_ids, labels), real = data.batch(rows), data.token_mask(rows)
+    width = untrained_tail_start(labels)
+    return input_ids[:, :width], labels[:, :width], None if real is None else real[:, :width]
 
 
 def target_tokens(labels: torch.Tensor) -> int:
@@ -125,6 +136,8 @@ def evaluate(model: torch.nn.Module, data: TokenBlocks, cfg: LoopConfig) -> floa
     for b in range(cfg.eval_batches):
         rows = torch.arange(b * cfg.micro_batch_size, (b + 1) * cfg.micro_batch_size) % len(data)
         input_ids, labels = data.batch(rows)
+        width = untrained_tail_start(labels)
+        input_ids, labels = input_ids[:, :width], labels[:, :width]
         count = target_tokens(labels)
         if count:
             weighted += model(input_ids=input_ids.to(device), labels=labels.to(device)).loss.item() * count
@@ -202,7 +215,7 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
     clip_stats = apply_qk_clip(model, cfg.qk_clip_tau, on_scale=clip_hook)
     router_stats = update_router_bias(model)
     elapsed = time.perf_counter() - started
-    tokens = cfg.gradient_accumulation * cfg.micro_batch_size * cfg.seq_len * world
+    tokens = _global_sum(float(sum(ids.numel() for ids, _, _ in batches)), world, engine.device)  # after the cut
     metrics = {
         "loss": float(step_loss),
         "lr": lr,
