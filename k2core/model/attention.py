@@ -12,13 +12,12 @@ from torch import nn
 
 from k2core.kernels import max_logit_mla
 from k2core.model.config import K2Config
-from k2core.model.layers import (AttentionMask, KeepsFp32Buffers, RMSNorm, apply_rope, attend, record_max,
-                                 smax_key_mask)
+from k2core.model.layers import RecordingAttention, RMSNorm, apply_rope, record_max, smax_key_mask
 
 LatentCache = tuple[torch.Tensor, torch.Tensor]  # (normed kv latent [B, S, r], rotated shared key [B, 1, S, d_R])
 
 
-class MLAttention(KeepsFp32Buffers):
+class MLAttention(RecordingAttention):
     """MLA; in training forwards (grad enabled) it keeps a running per-head max of the scaled, unmasked logits.
 
     It is a ``k2core.optim.qk_clip.ClipsQK`` (``max_logit`` + ``qk_clip_rows``), so QK-Clip needs no adapter.
@@ -73,19 +72,6 @@ class MLAttention(KeepsFp32Buffers):
         q = torch.cat([q_nope, q_rope], dim=-1)
         k = torch.cat([k_nope, k_rope.expand(-1, self.num_heads, -1, -1)], dim=-1)
         return q, k, v, (latent, k_rope)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor | AttentionMask,
-                past: LatentCache | None = None) -> tuple[torch.Tensor, LatentCache]:
-        """``allowed`` [B or 1, 1, T, S] is True where query t may attend key s (causal and not padding); the model
-        passes it as an ``AttentionMask`` with its key padding already read."""
-        batch, seq, _ = x.shape
-        q, k, v, cache = self.project(x, cos, sin, past)
-        mask = AttentionMask.of(allowed)
-        if self.training and torch.is_grad_enabled():
-            self.record_max_logit(q, k, mask.keys)
-        out = attend(q, k, v, mask.allowed, mask.keys, self.scale)
-        out = out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.v_dim)
-        return self.o_proj(out), cache
 
     def record_max_logit(self, q: torch.Tensor, k: torch.Tensor, keys: torch.Tensor | None) -> None:
         """Fold this forward's per-head S_max (max over the batch of the scaled logits of allowed pairs) into

@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from k2core.kernels import max_logit
-from k2core.model.layers import AttentionMask, KeepsFp32Buffers, apply_rope, attend, record_max, smax_key_mask
+from k2core.model.layers import RecordingAttention, apply_rope, record_max, smax_key_mask
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (rotated keys [B, H_kv, S, d], values [B, H_kv, S, d])
 
 
-class GQAttention(KeepsFp32Buffers):
+class GQAttention(RecordingAttention):
     """Grouped-query attention: ``num_heads`` query heads share ``num_kv_heads`` key/value heads (MQA when 1).
 
     Query head h reads key/value head ``h // (num_heads // num_kv_heads)``. RoPE rotates the whole head dimension,
@@ -66,18 +66,6 @@ class GQAttention(KeepsFp32Buffers):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         expand = self.group_size
         return q, k.repeat_interleave(expand, dim=1), v.repeat_interleave(expand, dim=1), (k, v)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor | AttentionMask,
-                past: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        """``allowed`` [B or 1, 1, T, S] is True where query t may attend key s (causal and not padding); the model
-        passes it as an ``AttentionMask`` with its key padding already read."""
-        batch, seq, _ = x.shape
-        q, k, v, cache = self.project(x, cos, sin, past)
-        mask = AttentionMask.of(allowed)
-        if self.training and torch.is_grad_enabled():
-            self.record_max_logit(q, k, mask.keys)
-        out = attend(q, k, v, mask.allowed, mask.keys, self.scale)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1)), cache
 
     def record_max_logit(self, q: torch.Tensor, k: torch.Tensor, keys: torch.Tensor | None) -> None:
         """Fold this forward's per-head S_max into ``max_logit``: q and k [B, H, T, d] are ``project``'s, ``keys``

@@ -4,6 +4,7 @@ MLP."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,3 +137,25 @@ class KeepsFp32Buffers(nn.Module):
         for name, old in kept.items():
             self._buffers[name] = old.to(device=self._buffers[name].device, dtype=torch.float32)
         return self
+
+
+class RecordingAttention(KeepsFp32Buffers):
+    """The forward every attention layout shares: project (``project(x, cos, sin, past) -> q, k, v, cache``), record
+    S_max in training forwards (``record_max_logit``), attend through SDPA, project out (``o_proj``). Layouts differ
+    only in those pieces (MLA, MHA/GQA/MQA)."""
+
+    scale: float
+    o_proj: nn.Linear
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor | AttentionMask,
+                past: Any = None) -> tuple[torch.Tensor, Any]:
+        """``allowed`` [B or 1, 1, T, S] is True where query t may attend key s (causal and not padding); the model
+        passes it as an ``AttentionMask`` with its key padding already read."""
+        batch, seq, _ = x.shape
+        q, k, v, cache = self.project(x, cos, sin, past)
+        mask = AttentionMask.of(allowed)
+        if self.training and torch.is_grad_enabled():
+            self.record_max_logit(q, k, mask.keys)
+        out = attend(q, k, v, mask.allowed, mask.keys, self.scale)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1)), cache
+
