@@ -24,24 +24,11 @@ from k2core.optim.qk_clip import step_max_logits
 from k2core.tracking import InMemoryTracker
 from k2core.train import Callback, PretrainConfig, build_engine, deepspeed_config, pretrain
 from tests.test_train_data import build_tokenizer, corpus_frame
-from tests.test_train_loop import MODEL, loop_config
+from tests.test_train_loop import MODEL, _Crash, _CrashAfterCheckpoint, loop_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DP_RUN = dict(steps=4, gradient_accumulation=2, qk_clip_tau=0.002, eval_every=4, checkpoint_every=2)
 DENSE = MODEL.model_copy(update={"first_k_dense_replace": MODEL.num_hidden_layers})
-
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_checkpoint(self, step: int, path: Path) -> None:
-        if step == self.step:
-            raise _Crash(f"simulated crash after the step-{step} checkpoint")
 
 
 def _losses(tracker: InMemoryTracker) -> list[float]:
@@ -171,7 +158,7 @@ def _worker(args: dict) -> None:
     inputs = {key: Path(args[key]) for key in ("corpus", "tokenizer")}
     straight = _losses(_train(args["cfg"], inputs, out / "straight", model=DENSE))
     try:
-        _train(args["cfg"], inputs, out / "resumed", (_CrashAfter(2),), model=DENSE)
+        _train(args["cfg"], inputs, out / "resumed", (_CrashAfterCheckpoint(2),), model=DENSE)
     except _Crash:
         pass
     resumed = _losses(_train(args["cfg"], inputs, out / "resumed", model=DENSE))

@@ -154,7 +154,7 @@ def test_two_ranks_zero_1_and_2_match_one_rank_and_resume_exactly(inputs, tmp_pa
 
 def _worker(args: dict) -> None:
     """Each rank: ZeRO-1 and ZeRO-2 runs, a ZeRO-2 crash after step 2 plus a resume, and the split-matrix count."""
-    from tests.test_train_distributed import _Crash, _CrashAfter
+    from tests.test_train_loop import _Crash, _CrashAfterCheckpoint
 
     torch.set_num_threads(1)
     out = Path(args["out"])
@@ -164,7 +164,7 @@ def _worker(args: dict) -> None:
         result[f"zero{stage}"] = _losses(_train({**args["cfg"], "zero_stage": stage}, inputs, out / f"zero{stage}",
                                                 model=SPLIT))
     try:
-        _train({**args["cfg"], "zero_stage": 2}, inputs, out / "resumed", (_CrashAfter(2),), model=SPLIT)
+        _train({**args["cfg"], "zero_stage": 2}, inputs, out / "resumed", (_CrashAfterCheckpoint(2),), model=SPLIT)
     except _Crash:
         pass
     result["resumed"] = _losses(_train({**args["cfg"], "zero_stage": 2}, inputs, out / "resumed", model=SPLIT))
