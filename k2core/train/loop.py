@@ -119,11 +119,12 @@ def target_tokens(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != -100).sum())
 
 
-def _global_sum(value: float, world: int, device: torch.device) -> float:
-    total = torch.tensor(value, dtype=torch.float64, device=device)
+def _global_sums(values: list[float], world: int, device: torch.device) -> list[float]:
+    """`values` summed over the data-parallel ranks, in one all-reduce."""
+    totals = torch.tensor(values, dtype=torch.float64, device=device)
     if world > 1:
-        torch.distributed.all_reduce(total)
-    return float(total)
+        torch.distributed.all_reduce(totals)
+    return totals.tolist()
 
 
 @torch.no_grad()
@@ -193,7 +194,9 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
     # The step's loss is the mean over every target token of the global batch: DeepSpeed averages micro-batch losses
     # over accumulation steps and ranks, so each is weighted by its share of the tokens (exactly 1.0 for packed
     # pretraining blocks; SFT micro-batches differ in how many assistant tokens they hold).
-    total = _global_sum(float(sum(counts)), world, engine.device)
+    # tokens the step processes (after the cut) and target tokens, over all ranks
+    processed, total = _global_sums([float(sum(ids.numel() for ids, _, _ in batches)), float(sum(counts))], world,
+                                    engine.device)
     if total == 0:
         raise ValueError(f"step {step}: no target tokens in the global batch (every label is -100)")
     weighted_loss = 0.0
@@ -211,16 +214,15 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
     if cfg.zero_stage > 0:
         grad_norm = _step_grad_norm(engine, cfg.zero_stage)
     # the global batch's loss, not this rank's share (every rank logs the same number)
-    step_loss = _global_sum(weighted_loss, world, engine.device) / total
+    step_loss = _global_sums([weighted_loss], world, engine.device)[0] / total
     clip_stats = apply_qk_clip(model, cfg.qk_clip_tau, on_scale=clip_hook)
     router_stats = update_router_bias(model)
     elapsed = time.perf_counter() - started
-    tokens = _global_sum(float(sum(ids.numel() for ids, _, _ in batches)), world, engine.device)  # after the cut
     metrics = {
         "loss": float(step_loss),
         "lr": lr,
         "grad_norm": grad_norm,
-        "tokens_per_s": tokens / elapsed,
+        "tokens_per_s": processed / elapsed,
         "max_logit": float(clip_stats["global_max_logit"]),
         "clipped_head_fraction": float(clip_stats["clipped_fraction"]),
         "clipped_heads": float(clip_stats["num_clipped"]),

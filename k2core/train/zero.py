@@ -70,7 +70,9 @@ def bind_zero_partitions(zero_optimizer: Any, muon: Muon) -> dict[str, int]:
 def master_weight_hook(zero_optimizer: Any) -> RowScaleHook:
     """A QK-Clip hook that applies a weight's row scaling to this rank's share of its fp32 master copy."""
     where: dict[int, tuple[int, int]] = {}  # id(param) -> (group index, parameter index in the group's layout)
+    partitions = []
     for index, params in enumerate(zero_optimizer.round_robin_bit16_groups):
+        partitions.append(_group_partition(zero_optimizer, index))
         for position, param in enumerate(params):
             where[id(param)] = (index, position)
 
@@ -78,7 +80,7 @@ def master_weight_hook(zero_optimizer: Any) -> RowScaleHook:
         if id(weight) not in where:
             raise KeyError(f"weight of shape {tuple(weight.shape)} is not in any ZeRO parameter group")
         index, position = where[id(weight)]
-        partition = _group_partition(zero_optimizer, index)
+        partition = partitions[index]
         master = zero_optimizer.single_partition_of_fp32_groups[index]
         for piece, elements, local in partition.local_pieces():
             if piece != position:
