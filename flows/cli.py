@@ -119,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from flows.interpreter import put_interpreter_on_path
     from k2core.config import ConfigError
+
+    put_interpreter_on_path()
 
     try:
         return args.handler(args)

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow
 
 from flows import layout
+from flows.interpreter import put_interpreter_on_path
 from flows.provenance import git_commit, prefect_tags
 from k2core.config import load_params
 from k2core.storage import read_json
@@ -56,6 +57,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 @flow(name="pipeline", log_prints=True)
 def pipeline(root: str = ".", force: bool = False) -> list[dict[str, Any]]:
     """Reproduce every stage in order and return the checkpoint summary."""
+    put_interpreter_on_path()  # a worker may run this flow from an interpreter whose scripts are not on PATH
     root_path = Path(root).resolve()
     params = load_params(root_path / "params.yaml")
     params.validate_all()  # fail on a bad params.yaml before any stage starts
