@@ -22,6 +22,7 @@ from k2core.tracking.mlflow_tracker import PARENT_ENV, open_run
 from tasks.dvc_stage import reproduce
 
 SUMMARY_SCORES = ("val_loss", "bits_per_byte", "math_accuracy", "tool_pass1")
+LOWER_IS_BETTER = frozenset({"val_loss", "bits_per_byte"})
 
 
 def checkpoint_summary(root: Path) -> list[dict[str, Any]]:
@@ -40,6 +41,18 @@ def checkpoint_summary(root: Path) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Which checkpoint is best on each score (ties joined with '='); lower is better for losses."""
+    best: dict[str, str] = {"checkpoint": "best", "mlflow_run_id": ""}
+    for score in SUMMARY_SCORES:
+        scored = [(row[score], row["checkpoint"]) for row in rows if isinstance(row.get(score), (int, float))]
+        if not scored:
+            continue
+        target = (min if score in LOWER_IS_BETTER else max)(value for value, _ in scored)
+        best[score] = "=".join(name for value, name in scored if value == target)
+    return best
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -72,5 +85,5 @@ def pipeline(root: str = ".", force: bool = False) -> list[dict[str, Any]]:
         tracker.log_artifact(root_path / "dvc.lock", "provenance")
         rows = checkpoint_summary(root_path)
         tracker.log_dict({"checkpoints": rows}, "pipeline/summary.json")
-    print("\n" + format_table(rows))
+    print("\n" + format_table([*rows, best_row(rows)]))
     return rows

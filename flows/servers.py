@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from flows.supervise import stop_group, supervised_popen
 from k2core.tracking.mlflow_tracker import tracking_uri
 
 
@@ -57,19 +58,21 @@ def prefect_env(root: Path) -> dict[str, str]:
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a server under `flows.supervise`: it and its workers die with this process, even on SIGKILL."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(log, "ab")
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "ab") as handle:
+        return supervised_popen(cmd, {**os.environ, **env}, handle)
 
 
 def _stop(process: subprocess.Popen) -> None:
+    """Stop the supervisor's whole process group (the server and anything it started)."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_group(process.pid, grace_s=5)
+    process.wait()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,81 @@
+"""Processes k2 starts die with it (SIGTERM, SIGKILL), and its servers listen on 127.0.0.1 only.
+
+These run the real `k2` console script of this environment, by path, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.interpreter import scripts_dir
+from tests.process_tree import descendants, listening_ips, wait_gone
+
+pytestmark = pytest.mark.integration
+
+K2 = str(scripts_dir() / "k2")
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment of a user who called k2 by path: no venv on PATH, no Prefect API of ours."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_API_URL", "MLFLOW_"))}
+    env["PATH"] = f"{Path(sys.base_prefix) / 'bin'}:/usr/bin:/bin"
+    return env
+
+
+def _start_ui(root: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([K2, "ui", "--root", str(root)], env=_clean_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in process.stdout:
+        lines.append(line)
+        if "Ctrl-C stops both" in line or time.monotonic() > deadline:
+            break
+    assert process.poll() is None, "".join(lines)
+    return process, "".join(lines)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_k2_ui_servers_bind_loopback_and_die_with_it(tmp_path, sig):
+    process, banner = _start_ui(tmp_path)
+    try:
+        children = descendants(process.pid)
+        commands = [" ".join(child.cmdline()) for child in children]
+        assert any("prefect server start" in c for c in commands) and any("mlflow server" in c for c in commands)
+        assert listening_ips(children) == {"127.0.0.1"}, banner
+        process.send_signal(sig)
+        process.wait(60)
+        left = wait_gone(children, timeout=40)
+        assert not left, [" ".join(p.cmdline()) for p in left]
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_stage_killed_with_sigkill_leaves_no_prefect_server(tmp_path):
+    """`k2 stage` outside `k2 run` (as `dvc repro` calls it) starts a Prefect server of its own; SIGKILL the
+    stage while that server runs and the server goes too."""
+    process = subprocess.Popen([K2, "stage", "validate"], cwd=tmp_path, env=_clean_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        servers = []
+        while not servers and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)
+            servers = [p for p in descendants(process.pid) if "prefect" in " ".join(p.cmdline())]
+        assert servers, "the stage started no Prefect server"
+        tree = descendants(process.pid)
+        process.kill()
+        process.wait(30)
+        left = wait_gone(tree, timeout=40)
+        assert not left, [" ".join(p.cmdline()) for p in left]
+    finally:
+        if process.poll() is None:
+            process.kill()
