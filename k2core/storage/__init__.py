@@ -12,12 +12,17 @@ from k2core.storage.fs import (
     read_json,
     read_parquet,
     replace_dir,
+    staging_dir,
+    swap_in,
     write_json,
     write_parquet,
     write_text,
 )
+from k2core.storage.manifest import MANIFEST, CheckpointIntegrityError, verify_manifest, write_manifest
 
 __all__ = [
+    "MANIFEST",
+    "CheckpointIntegrityError",
     "content_digest",
     "exists",
     "filesystem",
@@ -25,7 +30,11 @@ __all__ = [
     "read_json",
     "read_parquet",
     "replace_dir",
+    "staging_dir",
+    "swap_in",
+    "verify_manifest",
     "write_json",
+    "write_manifest",
     "write_parquet",
     "write_text",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import os
+import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,10 +25,10 @@ def _storage_options(uri: str) -> dict[str, Any]:
     return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
 
 
-def filesystem(uri: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem that serves `uri` and the path inside it."""
+def filesystem(uri: str | Path, **options: Any) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem that serves `uri` and the path inside it; `options` add to the environment's (e.g. retries)."""
     text = str(uri)
-    fs, path = fsspec.core.url_to_fs(text, **_storage_options(text))
+    fs, path = fsspec.core.url_to_fs(text, **_storage_options(text), **options)
     return fs, path
 
 
@@ -80,16 +83,57 @@ def read_parquet(uri: str | Path) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(handle.read()))
 
 
-def replace_dir(src: str | Path, dst: str | Path) -> None:
-    """Copy folder `src` to `dst`, replacing `dst` only once the copy is complete (local disk)."""
-    import shutil
+_RENAME_EXCHANGE = 2  # linux/fs.h: swap two paths atomically (renameat2, Linux >= 3.15 on ext4, xfs, btrfs, tmpfs)
+_AT_FDCWD = -100
 
-    src, dst = Path(src), Path(dst)
-    staging = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-    shutil.copytree(src, staging)
-    if dst.exists():
-        shutil.rmtree(dst)
-    staging.rename(dst)
+
+def _exchange(a: Path, b: Path) -> None:
+    """Atomically swap the folders at `a` and `b` (both must exist): every lookup of either path finds one of them."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        raise OSError(f"cannot swap {a} and {b} atomically: this C library has no renameat2 (Linux only)")
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot swap {a} and {b} atomically (renameat2 RENAME_EXCHANGE): {os.strerror(errno)}")
+
+
+def staging_dir(dst: str | Path) -> Path:
+    """An empty sibling folder of `dst` to build its next version in; a leftover one (a killed writer's) is removed.
+
+    One writer per `dst` at a time (the pipeline lock guarantees it), so the name can be fixed.
+    """
+    dst = Path(dst)
+    staging = dst.with_name(f".{dst.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def swap_in(staging: Path, dst: str | Path) -> None:
+    """Make the complete folder `staging` appear at `dst` in one step, then delete the old `dst`.
+
+    There is no moment at which `dst` is missing or partial: a first publish is one rename, a replacement one atomic
+    exchange (the old folder is deleted from the staging path afterwards, so a kill leaves only a leftover there).
+    """
+    dst = Path(dst)
+    if not dst.exists():
+        staging.rename(dst)
+        return
+    _exchange(staging, dst)
+    shutil.rmtree(staging)
+
+
+def replace_dir(src: str | Path, dst: str | Path, prepare: Callable[[Path], None] | None = None) -> None:
+    """Copy folder `src` to `dst` atomically (local disk): readers of `dst` see the old folder or the complete new one.
+
+    `prepare(staging)` may add files to the copy before it is swapped in (e.g. a manifest written last).
+    """
+    staging = staging_dir(dst)
+    shutil.copytree(src, staging, dirs_exist_ok=True)
+    if prepare is not None:
+        prepare(staging)
+    swap_in(staging, dst)
 
 
 def content_digest(path: str | Path) -> str:
