@@ -27,7 +27,11 @@ def _stage(args: argparse.Namespace) -> int:
         print(f"k2 stage: unknown stage {args.name!r}; stages: {', '.join(layout.STAGES)}", file=sys.stderr)
         return 2
     from flows.servers import prefect_server
+    from k2core.config import load_params
 
+    params = load_params(Path.cwd() / "params.yaml")
+    for section in layout.STAGE_SECTIONS[args.name]:
+        params.section(section)  # a bad params.yaml fails here, before any server starts
     # Under `k2 run`, a worker or the tests, PREFECT_API_URL names a server; a stage run on its own (`dvc repro`
     # typed by a user) gets one that dies with it, instead of Prefect's ephemeral server, which would outlive a
     # killed stage. Prefect reads its API URL when first imported: import the flow only once the server is up.

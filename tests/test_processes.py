@@ -6,6 +6,7 @@ These run the real `k2` console script of this environment, by path, as a user w
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows.interpreter import scripts_dir
+from tests.conftest import REPO
 from tests.process_tree import descendants, listening_ips, wait_gone
 
 pytestmark = pytest.mark.integration
@@ -62,6 +64,7 @@ def test_k2_ui_servers_bind_loopback_and_die_with_it(tmp_path, sig):
 def test_a_stage_killed_with_sigkill_leaves_no_prefect_server(tmp_path):
     """`k2 stage` outside `k2 run` (as `dvc repro` calls it) starts a Prefect server of its own; SIGKILL the
     stage while that server runs and the server goes too."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     process = subprocess.Popen([K2, "stage", "validate"], cwd=tmp_path, env=_clean_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
