@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from k2core.rl import rl
-from k2core.storage import replace_dir, write_json
+from k2core.storage import replace_dir, verify_manifest, write_json, write_manifest
 from k2core.tracking.mlflow_tracker import MlflowTracker
 from k2core.train import pretrain, sft
 from tasks import k2_task
@@ -17,8 +17,17 @@ reinforce = k2_task(rl, name="rl")
 
 @k2_task(name="publish-checkpoint")
 def publish_checkpoint(stage: str, hf_dir: Path, published: Path, tracker: MlflowTracker) -> str:
-    """Publish the HF folder as the stage's DVC output, log it to MLflow and register a version."""
-    replace_dir(hf_dir, published)
-    write_json({"stage": stage, "mlflow_run_id": tracker.run_id}, published / "k2_run.json")
+    """Publish the HF folder as the stage's DVC output, log it to MLflow and register a version.
+
+    The export is verified against its manifest, copied with the run record added and a new manifest written last,
+    then swapped in atomically: `published` is always the previous complete checkpoint or the new one.
+    """
+    verified = verify_manifest(hf_dir)
+
+    def finish(staging: Path) -> None:
+        write_json({"stage": stage, "mlflow_run_id": tracker.run_id}, staging / "k2_run.json")
+        write_manifest(staging, stage, known=verified)
+
+    replace_dir(hf_dir, published, prepare=finish)
     tracker.log_artifact(published, "checkpoint")
     return tracker.register_checkpoint("checkpoint", f"k2-{stage}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-# Files that describe a run rather than the model (written next to published checkpoints).
-_NOT_MODEL = frozenset({"k2_run.json"})
+# Files that describe a run rather than the model (written next to published checkpoints), and the sha256 manifest,
+# which lists the run record too and adds nothing the hashed files do not already say.
+_NOT_MODEL = frozenset({"k2_run.json", "manifest.json"})
 _CHUNK = 1 << 20
 
 

