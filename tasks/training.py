@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from k2core.faults import crash_point
 from k2core.rl import rl
 from k2core.storage import replace_dir, verify_manifest, write_json, write_manifest
 from k2core.tracking.mlflow_tracker import MlflowTracker
@@ -27,7 +28,9 @@ def publish_checkpoint(stage: str, hf_dir: Path, published: Path, tracker: Mlflo
     def finish(staging: Path) -> None:
         write_json({"stage": stage, "mlflow_run_id": tracker.run_id}, staging / "k2_run.json")
         write_manifest(staging, stage, known=verified)
+        crash_point("publish")  # the new folder complete beside the old one, not swapped in yet
 
     replace_dir(hf_dir, published, prepare=finish)
+    crash_point("publish")  # swapped in, not yet logged to MLflow nor registered
     tracker.log_artifact(published, "checkpoint")
     return tracker.register_checkpoint("checkpoint", f"k2-{stage}")

@@ -68,7 +68,7 @@ def rl_config(**overrides: object) -> RLConfig:
         inner_steps=2, micro_batch_size=2, lr=0.02, weight_decay=0.0, tau=0.1,
         temperature={"start": 1.0, "end": 0.7, "shape": "linear"}, token_budgets={"math": 6},
         overlong_penalty=-0.5, ptx_coef=0.1, ptx_batch_size=2, ptx_max_len=96, qk_clip_tau=100.0,
-        reward_timeout_s=20.0,
+        reward_timeout_s=20.0, checkpoint_every=1,
     )
     values.update(overrides)
     return RLConfig(**values)
@@ -165,3 +165,94 @@ def test_qk_clip_runs_after_every_inner_step() -> None:
     relaxed = policy_update(model, batch, tau=0.3, inner_steps=1, lr=0.01, weight_decay=0.0, micro_batch_size=2,
                             qk_clip_tau=1e6)
     assert relaxed["qk_clip/num_clipped"] == 0
+
+
+def _weights(hf_dir: str | Path) -> dict[str, torch.Tensor]:
+    return K2ForCausalLM.from_pretrained(hf_dir).state_dict()
+
+
+def _run(cfg: RLConfig, paths: dict[str, Path], out: Path, tracker: InMemoryTracker | None = None) -> dict:
+    return rl(cfg, paths["init"], paths["math"], paths["sft"], paths["tokenizer"], out, tracker or InMemoryTracker())
+
+
+class _Interrupted(RuntimeError):
+    pass
+
+
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, module: object, name: str, calls: int) -> None:
+    """Make `module.name` raise at its `calls`-th call, as a crash at that point would end the run."""
+    original = getattr(module, name)
+    seen = []
+
+    def wrapped(*args: object, **kwargs: object) -> object:
+        seen.append(1)
+        if len(seen) == calls:
+            raise _Interrupted(f"{name} call {calls}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+@pytest.fixture(scope="module")
+def straight_rl(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], RLConfig, dict]:
+    """An uninterrupted 3-iteration run with PTX on and a resume state after every iteration."""
+    root = tmp_path_factory.mktemp("rl-straight")
+    paths = write_pipeline_inputs(root)
+    cfg = rl_config(iterations=3, checkpoint_every=1)
+    return paths, cfg, _run(cfg, paths, root / "out")
+
+
+def test_rl_resumes_bitwise_after_an_interrupted_iteration(straight_rl, tmp_path, monkeypatch) -> None:
+    """A run that dies inside iteration 2 (after the states of iterations 0 and 1) and is re-run ends with the
+    same weights, bit for bit, and the same metric history as the uninterrupted run; only iteration 2 reruns."""
+    from k2core.rl import trainer
+    from k2core.rl.resume import STATE_FILE
+
+    paths, cfg, straight = straight_rl
+    _interrupt_at(monkeypatch, trainer, "policy_update", calls=3)
+    with pytest.raises(_Interrupted):
+        _run(cfg, paths, tmp_path)
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["iteration"] == 2
+    monkeypatch.undo()
+
+    tracker = InMemoryTracker()
+    resumed = _run(cfg, paths, tmp_path, tracker)
+    assert [step for step, _ in tracker.metrics["rl/loss"]] == [2]
+    assert resumed["history"] == straight["history"]
+    expected, got = _weights(straight["hf_dir"]), _weights(resumed["hf_dir"])
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_a_crash_during_the_state_save_keeps_the_previous_state(straight_rl, tmp_path, monkeypatch) -> None:
+    """Killed between writing the new state and renaming it into place (the "save" crash point), the folder
+    still holds the previous complete state; the re-run redoes one iteration and ends bitwise equal."""
+    from k2core.rl import resume
+
+    paths, cfg, straight = straight_rl
+    _interrupt_at(monkeypatch, resume, "crash_point", calls=2)
+    with pytest.raises(_Interrupted):
+        _run(cfg, paths, tmp_path)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / resume.STATE_FILE, weights_only=True)["iteration"] == 1
+    assert torch.load(tmp_path / f".{resume.STATE_FILE}.tmp", weights_only=True)["iteration"] == 2
+
+    resumed = _run(cfg, paths, tmp_path)
+    expected, got = _weights(straight["hf_dir"]), _weights(resumed["hf_dir"])
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    assert not (tmp_path / f".{resume.STATE_FILE}.tmp").exists()
+
+
+def test_a_finished_state_reruns_nothing_and_a_foreign_state_is_refused(straight_rl, tmp_path) -> None:
+    from k2core.rl.resume import STATE_FILE
+
+    paths, cfg, straight = straight_rl
+    out = Path(straight["hf_dir"]).parent
+    tracker = InMemoryTracker()
+    again = _run(cfg, paths, out, tracker)
+    assert "rl/loss" not in tracker.metrics
+    assert again["final"] == straight["final"]
+    with pytest.raises(ValueError, match="holds 3 RL iterations but rl.iterations is 2"):
+        _run(rl_config(iterations=2), paths, out)
+    (tmp_path / STATE_FILE).write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=f"{STATE_FILE} cannot be read"):
+        _run(cfg, paths, tmp_path)

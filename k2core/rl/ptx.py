@@ -38,6 +38,14 @@ class PTXSampler:
                 f"no SFT row keeps an assistant token within ptx_max_len={max_len}; raise it or check sft.parquet"
             )
 
+    def get_state(self) -> tuple:
+        """The sampler's random state, for RL's resume state."""
+        return self._rng.getstate()
+
+    def set_state(self, state: tuple) -> None:
+        """Continue drawing exactly where the sampler whose `get_state()` this is stopped."""
+        self._rng.setstate(state)
+
     def sample(self) -> tuple[Tensor, Tensor, Tensor]:
         """(input_ids, attention_mask, loss_mask), right-padded to the batch's longest row."""
         rows = [self._rows[self._rng.randrange(len(self._rows))] for _ in range(self.batch_size)]

@@ -5,7 +5,8 @@ generator at the scheduled temperature and the task's token budget; score them (
 responses get the penalty instead); take the log-probs of the policy as it is at the start of the
 iteration as pi_old (the sampling policy; computed once, which is what a frozen copy would give);
 then run a few inner Muon steps on the k1.5 loss + beta * PTX, with a fresh optimizer each
-iteration (k1.5 resets it) and QK-Clip after every step.
+iteration (k1.5 resets it) and QK-Clip after every step. Every `checkpoint_every` iterations (and after the last)
+the run's state goes to `out_dir/rl_state.pt` (k2core/rl/resume.py); a re-run resumes from it bitwise.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from k2core.faults import crash_point
 from k2core.model import K2ForCausalLM, generate_batch, reset_max_logits, update_router_bias
 from k2core.optim import Muon, apply_qk_clip, muon_param_groups
 from k2core.rl.batch import PolicyBatch, pack_rollouts
@@ -27,6 +29,7 @@ from k2core.rl.budget import budget_for, budgeted_reward, enforce_budget
 from k2core.rl.encoding import math_prompt_ids, pad_token_id, stop_token_ids
 from k2core.rl.loss import group_advantages, k15_terms, masked_nll, sequence_logprobs
 from k2core.rl.ptx import PTXSampler
+from k2core.rl.resume import RLProgress, resume_progress, save_progress
 from k2core.rl.rewards import RewardScorer
 from k2core.rl.temperature import TemperatureSchedule, temperature_at
 from k2core.storage import read_parquet
@@ -58,6 +61,7 @@ class RLConfig(BaseModel):
     ptx_max_len: int = Field(gt=1)
     qk_clip_tau: float = Field(gt=0)
     reward_timeout_s: float = Field(gt=0)
+    checkpoint_every: int = Field(gt=0, description="iterations between resume states; the last one is always saved")
 
 
 def sample_responses(
@@ -126,6 +130,7 @@ def policy_update(
             (ptx_coef * nll).backward()
             ptx_loss = nll.item()
         optimizer.step()
+        crash_point("step")  # weights stepped, QK-Clip and the router update not yet: a torn, never-saved state
         clip = apply_qk_clip(model, qk_clip_tau)
         clipped_heads += int(clip["num_clipped"])
         balance = update_router_bias(model)
@@ -150,7 +155,10 @@ def rl(
     out_dir: str | Path,
     tracker: Tracker,
 ) -> dict[str, Any]:
-    """Run RL from the SFT checkpoint `init_dir`; writes `out_dir/hf/` and returns final and per-iteration metrics."""
+    """Run RL from the SFT checkpoint `init_dir`; writes `out_dir/hf/` and returns final and per-iteration metrics.
+
+    Resumes from `out_dir/rl_state.pt` when a previous run with the same arguments left one.
+    """
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -172,8 +180,11 @@ def rl(
     scorer = RewardScorer(cfg.reward_timeout_s)
     tracker.log_params({f"rl.{k}": v for k, v in cfg.model_dump().items()})
 
-    history: list[dict[str, float]] = []
-    for it in tqdm(range(cfg.iterations), desc="rl", unit="iter"):
+    progress = RLProgress(model, rng, generator, ptx, scorer)
+    resume_progress(progress, Path(out_dir), cfg.iterations)
+    history = progress.history  # resumed iterations included; appended to in place
+    for it in tqdm(range(progress.iteration, cfg.iterations), desc="rl", unit="iter", initial=progress.iteration,
+                   total=cfg.iterations):
         temperature = temperature_at(cfg.temperature, it, cfg.iterations)
         chosen = rng.sample(range(len(prompts)), min(cfg.prompts_per_iteration, len(prompts)))
         raw = sample_responses(model, [prompts[i] for i in chosen], cfg.samples_per_prompt, budget, temperature,
@@ -208,6 +219,8 @@ def rl(
         }
         tracker.log_metrics({f"rl/{k}": v for k, v in metrics.items()}, step=it)
         history.append({"iteration": float(it), **metrics})
+        if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+            save_progress(progress, Path(out_dir))
 
     hf_dir = Path(out_dir) / "hf"
     model.save_pretrained(hf_dir)

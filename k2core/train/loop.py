@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from k2core.faults import crash_point
 from k2core.model import K2ForCausalLM, update_router_bias
 from k2core.optim import Muon, apply_qk_clip, muon_param_groups, wsd_from_fractions
 from k2core.optim.qk_clip import RowScaleHook, reset_clip_maxima
+from k2core.storage import write_text
 from k2core.train.callbacks import Callback
 from k2core.train.config import LoopConfig
 from k2core.train.data import TokenBlocks, batch_indices
@@ -159,10 +161,16 @@ def _resume(engine: Any, checkpoint_dir: Path) -> dict[str, Any]:
 
 
 def _save(engine: Any, checkpoint_dir: Path, step: int, client_state: dict[str, Any], rank: int) -> None:
-    """Write tag `step{step}`, then drop older tags: resuming only ever needs the latest one."""
+    """Write tag `step{step}`, point `latest` at it, then drop older tags: resuming only ever needs the latest one.
+
+    DeepSpeed writes `latest` in place after the tag's files; here it is written only once every rank has written
+    its files, and atomically, so a kill at any moment leaves `latest` naming a complete tag (or no `latest`).
+    """
     tag = f"step{step}"
-    engine.save_checkpoint(str(checkpoint_dir), tag=tag, client_state=client_state)
+    engine.save_checkpoint(str(checkpoint_dir), tag=tag, client_state=client_state, save_latest=False)
+    crash_point("save")
     if rank == 0:
+        write_text(tag, checkpoint_dir / "latest")
         for old in checkpoint_dir.glob("step*"):
             if old.is_dir() and old.name != tag:
                 shutil.rmtree(old)
@@ -213,6 +221,7 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
         engine.step()
     if cfg.zero_stage > 0:
         grad_norm = _step_grad_norm(engine, cfg.zero_stage)
+    crash_point("step")  # weights stepped, QK-Clip and the router update not yet: a torn, never-saved state
     # the global batch's loss, not this rank's share (every rank logs the same number)
     step_loss = _global_sums([weighted_loss], world, engine.device)[0] / total
     clip_stats = apply_qk_clip(model, cfg.qk_clip_tau, on_scale=clip_hook)
