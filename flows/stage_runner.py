@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flows.layout import PLOTS_DIR, STAGE_SECTIONS, metrics_path
-from flows.provenance import git_commit, is_primary_rank, prefect_tags
+from flows.provenance import git_commit, is_primary_rank, log_dvc_stage, prefect_tags
 from k2core.config import load_params
 from k2core.storage import write_json
 from k2core.tracking import InMemoryTracker, Tracker
@@ -67,9 +67,6 @@ def run_stage(stage: str, body: StageBody, root: Path | None = None) -> dict[str
     with open_run(stage, tags, root) as run:
         tracker = RecordingTracker(run)
         tracker.log_params(flatten({name: params.section_dict(name) for name in sections}))
-        lock = root / "dvc.lock"
-        if lock.exists():
-            tracker.log_artifact(lock, "provenance")
         metrics = body(configs, tracker)
         metrics = {**metrics, "mlflow_run_id": run.run_id}
         write_json(metrics, root / metrics_path(stage))
@@ -77,4 +74,5 @@ def run_stage(stage: str, body: StageBody, root: Path | None = None) -> dict[str
         run.log_artifact(root / metrics_path(stage), "metrics")
         for path in write_history(tracker.history, root / PLOTS_DIR / stage, f"k2 {stage}"):
             run.log_artifact(path, "plots")
+        log_dvc_stage(run, root, stage)  # last: every output this run writes is in place
     return metrics
