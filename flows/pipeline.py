@@ -16,6 +16,7 @@ from prefect import flow
 from flows import layout
 from flows.interpreter import put_interpreter_on_path
 from flows.provenance import git_commit, prefect_tags
+from flows.publishing import mlflow_artifact_root, publish_stage, storage_config
 from k2core.config import load_params
 from k2core.storage import read_json
 from k2core.tracking.mlflow_tracker import PARENT_ENV, open_run
@@ -75,12 +76,15 @@ def pipeline(root: str = ".", force: bool = False) -> list[dict[str, Any]]:
     params = load_params(root_path / "params.yaml")
     params.validate_all()  # fail on a bad params.yaml before any stage starts
     tags = {"k2.stage": "pipeline", "k2.profile": params.profile, "git.commit": git_commit(root_path), **prefect_tags()}
-    with open_run("pipeline", tags, root_path) as tracker:
+    storage = storage_config(params)
+    with open_run("pipeline", tags, root_path, mlflow_artifact_root(storage)) as tracker:
         os.environ[PARENT_ENV] = tracker.run_id
         try:
             ran = {stage: reproduce(stage, root_path, force) for stage in layout.STAGES}
         finally:
             os.environ.pop(PARENT_ENV, None)
+        for stage in layout.STAGES:  # stages DVC skipped too: the root may be new (unchanged bytes are not re-sent)
+            publish_stage(stage, root_path, storage)
         tracker.log_dict({"stages_run": ran}, "pipeline/stages_run.json")
         tracker.log_artifact(root_path / "dvc.lock", "provenance")
         rows = checkpoint_summary(root_path)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from flows.layout import PLOTS_DIR, STAGE_SECTIONS, metrics_path
 from flows.provenance import git_commit, is_primary_rank, log_dvc_stage, prefect_tags
+from flows.publishing import mlflow_artifact_root, prepare_inputs, publish_stage, storage_config
 from k2core.config import load_params
 from k2core.storage import write_json
 from k2core.tracking import InMemoryTracker, Tracker
@@ -49,13 +50,16 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run_stage(stage: str, body: StageBody, root: Path | None = None) -> dict[str, Any]:
-    """Run one stage body inside a tagged MLflow run and write `metrics/<stage>.json` (rank 0 only)."""
+    """Run one stage body inside a tagged MLflow run and write `metrics/<stage>.json` (rank 0 only); with
+    `storage.root` set, missing inputs are fetched from it first and the stage's outputs published to it last."""
     root = root or Path.cwd()
     params = load_params(root / "params.yaml")
     sections = STAGE_SECTIONS[stage]
     configs = {name: params.section(name) for name in sections}
     if not is_primary_rank():
         return body(configs, InMemoryTracker())
+    storage = storage_config(params)
+    prepare_inputs(stage, root, storage)
     tags = {
         "k2.stage": stage,
         "dvc.stage": stage,
@@ -63,8 +67,9 @@ def run_stage(stage: str, body: StageBody, root: Path | None = None) -> dict[str
         "git.commit": git_commit(root),
         "k2.params_hash": "-".join(params.section_hash(name) for name in sections),
         **prefect_tags(),
+        **({"k2.storage.root": storage.root} if storage.root else {}),
     }
-    with open_run(stage, tags, root) as run:
+    with open_run(stage, tags, root, mlflow_artifact_root(storage)) as run:
         tracker = RecordingTracker(run)
         tracker.log_params(flatten({name: params.section_dict(name) for name in sections}))
         metrics = body(configs, tracker)
@@ -75,4 +80,5 @@ def run_stage(stage: str, body: StageBody, root: Path | None = None) -> dict[str
         for path in write_history(tracker.history, root / PLOTS_DIR / stage, f"k2 {stage}"):
             run.log_artifact(path, "plots")
         log_dvc_stage(run, root, stage)  # last: every output this run writes is in place
+        publish_stage(stage, root, storage)
     return metrics

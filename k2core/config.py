@@ -29,6 +29,7 @@ SECTIONS: dict[str, str] = {
     "sft": "k2core.train:SFTConfig",
     "rl": "k2core.rl:RLConfig",
     "bench": "k2core.eval:BenchConfig",
+    "storage": "k2core.storage.root:StorageConfig",
 }
 
 

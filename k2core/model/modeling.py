@@ -138,9 +138,15 @@ class K2ForCausalLM(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype | None = None, **overrides: object
                         ) -> K2ForCausalLM:
-        """Load a folder written by us or by transformers (per-expert or fused expert tensors)."""
+        """Load a folder written by us or by transformers (per-expert or fused expert tensors), or a checkpoint
+        published to a storage root (`s3://bucket/prefix/checkpoints/sft`), read through its published.json."""
         from k2core.model.checkpoint import load_checkpoint
 
+        if "://" in str(directory):
+            from k2core.storage.publish import fetched
+
+            with fetched(str(directory)) as local:
+                return load_checkpoint(cls, local, dtype, overrides)
         return load_checkpoint(cls, Path(directory), dtype, overrides)
 
 

@@ -30,13 +30,21 @@ def _client(root: str | Path = "."):
     return MlflowClient(tracking_uri=tracking_uri(root))
 
 
-def experiment_id(client, root: str | Path = ".") -> str:
-    """The `k2` experiment, created with artifacts beside the store on first use."""
+def experiment_id(client, root: str | Path = ".", artifact_location: str | None = None) -> str:
+    """The `k2` experiment, created on first use with its artifacts at `artifact_location` (e.g. `s3://...`; the
+    clients upload there with boto3), else beside a sqlite store, else where the tracking server puts them."""
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
+        if artifact_location and experiment.artifact_location.rstrip("/") != artifact_location.rstrip("/"):
+            from k2core.config import ConfigError
+
+            raise ConfigError(
+                f"MLflow experiment {EXPERIMENT!r} at {tracking_uri(root)} keeps its artifacts at "
+                f"{experiment.artifact_location}, not {artifact_location} (storage.root): an experiment's artifact "
+                f"location cannot change; use a new tracking store (MLFLOW_TRACKING_URI) or set storage.root back")
         return experiment.experiment_id
-    location = None
-    if tracking_uri(root).startswith("sqlite:"):
+    location = artifact_location
+    if location is None and tracking_uri(root).startswith("sqlite:"):
         location = (Path(root).resolve() / "mlartifacts").as_uri()
     return client.create_experiment(EXPERIMENT, artifact_location=location)
 
@@ -71,13 +79,28 @@ class MlflowTracker:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with self._artifact_store():
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, data, artifact_file)
+        with self._artifact_store():
+            self.client.log_dict(self.run_id, data, artifact_file)
+
+    @contextlib.contextmanager
+    def _artifact_store(self) -> Iterator[None]:
+        """An artifact upload that failed (after boto3's retries, for S3) becomes one line naming the store."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001
+            from k2core.storage.root import describe_failure
+
+            uri = self.client.get_run(self.run_id).info.artifact_uri
+            raise describe_failure(uri, "logging an MLflow artifact to", exc, None,
+                                   remedy="the run is marked FAILED; rerun the stage once the store is healthy"
+                                   ) from exc
 
     def register_checkpoint(self, artifact_path: str, name: str) -> str:
         """Register the logged checkpoint folder as a new version of model `name`."""
@@ -94,14 +117,15 @@ class MlflowTracker:
 
 
 @contextlib.contextmanager
-def open_run(name: str, tags: dict[str, str], root: str | Path = ".") -> Iterator[MlflowTracker]:
+def open_run(name: str, tags: dict[str, str], root: str | Path = ".",
+             artifact_location: str | None = None) -> Iterator[MlflowTracker]:
     """Start a run (nested under `MLFLOW_PARENT_RUN_ID` if set), end it FINISHED or FAILED."""
     client = _client(root)
     run_tags = dict(tags)
     parent = os.environ.get(PARENT_ENV)
     if parent:
         run_tags["mlflow.parentRunId"] = parent
-    run = client.create_run(experiment_id(client, root), run_name=name, tags=run_tags)
+    run = client.create_run(experiment_id(client, root, artifact_location), run_name=name, tags=run_tags)
     tracker = MlflowTracker(client, run.info.run_id)
     try:
         yield tracker
