@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from k2core.errors import UserError
+
 SECTIONS: dict[str, str] = {
     "model": "k2core.model:K2Config",
     "synth": "k2core.data.synth:SynthConfig",
@@ -33,7 +35,7 @@ SECTIONS: dict[str, str] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params.yaml problem, worded so the user knows which key to fix."""
 
 
@@ -81,7 +83,7 @@ class Params:
             return config_class(section).model_validate(values)
         except ValidationError as exc:
             problems = "\n  ".join(_describe(e, prefix) for e in exc.errors())
-            raise ConfigError(f"{self.path}: invalid values:\n  {problems}") from None
+            raise ConfigError(f"{self.path}: invalid values (fix them there):\n  {problems}") from None
 
     def section_hash(self, section: str) -> str:
         """A short stable hash of the section's values, used to tag tracking runs."""

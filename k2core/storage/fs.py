@@ -16,6 +16,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 import pandas as pd
 
+from k2core.errors import CorruptFileError
+
 
 def _storage_options(uri: str) -> dict[str, Any]:
     """S3 endpoint and credentials come from the environment (AWS_* and AWS_ENDPOINT_URL)."""
@@ -79,8 +81,18 @@ def write_parquet(df: pd.DataFrame, uri: str | Path) -> None:
 
 
 def read_parquet(uri: str | Path) -> pd.DataFrame:
+    """A parquet file as a frame; a file that is not valid parquet raises CorruptFileError naming it."""
+    import pyarrow
+
     with open_uri(uri, "rb") as handle:
-        return pd.read_parquet(io.BytesIO(handle.read()))
+        data = handle.read()
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except pyarrow.ArrowException as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CorruptFileError(
+            f"{uri}: not a readable parquet file ({reason}); restore it (`dvc checkout {uri}` for a pipeline "
+            "output) or rerun the stage that writes it (`dvc repro --force STAGE`)") from exc
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h: swap two paths atomically (renameat2, Linux >= 3.15 on ext4, xfs, btrfs, tmpfs)
