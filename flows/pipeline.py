@@ -46,7 +46,7 @@ def checkpoint_summary(root: Path) -> list[dict[str, Any]]:
 
 def best_row(rows: list[dict[str, Any]]) -> dict[str, str]:
     """Which checkpoint is best on each score (ties joined with '='); lower is better for losses."""
-    best: dict[str, str] = {"checkpoint": "best", "mlflow_run_id": ""}
+    best: dict[str, str] = {"checkpoint": "best"}
     for score in SUMMARY_SCORES:
         scored = [(row[score], row["checkpoint"]) for row in rows if isinstance(row.get(score), (int, float))]
         if not scored:

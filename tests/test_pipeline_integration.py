@@ -1,15 +1,15 @@
-"""The whole `ci` profile through `dvc repro` in a temporary copy of the repository.
+"""The README's main command, as a new user types it, on the `ci` profile in a temporary copy of the repository.
 
-Checks every stage's outputs and metrics, the MLflow record (one run per stage,
-tags, registered checkpoints), that `k2 run` afterwards finds nothing stale and
-prints the checkpoint table, and that a changed SFT param reruns sft, rl and
-bench and nothing upstream.
+The command is read out of README.md and run by path with nothing of ours on PATH (`bash scripts/setup.sh &&
+.venv/bin/k2 run`): setup finds this environment's packages and installs the copy itself. Then: every stage's
+outputs and metrics, the MLflow record (one run per stage, tags, registered checkpoints), the closing table
+(best checkpoint per score, the UI commands), that nothing is stale, and that `dvc repro` typed in the activated
+venv after a changed SFT param reruns sft, rl and bench and nothing upstream.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,40 +20,49 @@ import yaml
 from flows import layout
 from flows.workspace import clone_workspace
 from tests.conftest import REPO
+from tests.readme import new_user_env, readme_commands, venv_over_this_one
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def pipeline_env(tmp_path_factory, prefect_api):
-    work = tmp_path_factory.mktemp("pipeline") / "k2"
-    work.mkdir()
-    clone_workspace(REPO, work, profile="ci")
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PREFECT_API_URL": prefect_api,
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("MLFLOW_PARENT_RUN_ID", None)
-    return work, env
+# Secrets a user may well have exported; no log, MLflow param or tag, Prefect parameter or artifact may hold them.
+CANARIES = {"AWS_SECRET_ACCESS_KEY": "canary-aws-5f1c9e0d7b", "OPENAI_API_KEY": "sk-canary-openai-93ab41d2"}
 
 
-def _run(cmd: list[str], work: Path, env: dict[str, str], timeout: int = 1500) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+def _run(command: str, work: Path, env: dict[str, str], timeout: int = 1800) -> subprocess.CompletedProcess:
+    """`command` through bash, as typed at a prompt."""
+    result = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     return result
 
 
-def _dvc(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "dvc", *args], work, env)
-
-
 @pytest.fixture(scope="module")
-def reproduced(pipeline_env):
-    work, env = pipeline_env
-    _dvc(work, env, "repro")
-    return work, env
+def reproduced(tmp_path_factory):
+    """The README's first command, run as written in a fresh copy on the ci profile; its output."""
+    work = tmp_path_factory.mktemp("pipeline") / "k2"
+    work.mkdir()
+    clone_workspace(REPO, work, profile="ci")
+    venv_over_this_one(work)
+    main_command = readme_commands()[0]
+    assert main_command.endswith(".venv/bin/k2 run"), main_command
+    result = _run(main_command, work, {**new_user_env(), **CANARIES})
+    return work, result.stdout + result.stderr
+
+
+def _activated(work: Path) -> dict[str, str]:
+    """A shell after `source .venv/bin/activate`. The copy's venv holds only k2's own scripts (its packages come
+    from this environment), so this environment's scripts follow it on PATH for `dvc` itself; DVC then runs each
+    stage's `k2 stage NAME` from the copy's venv, which comes first."""
+    env = new_user_env()
+    env["PATH"] = f"{work / '.venv' / 'bin'}:{Path(sys.executable).parent}:{env['PATH']}"
+    env["VIRTUAL_ENV"] = str(work / ".venv")
+    return env
+
+
+def test_readme_test_command_is_what_ci_runs():
+    commands = readme_commands()
+    assert len(commands) == 2, commands
+    assert commands[1] in (REPO / ".ci" / "run").read_text()
 
 
 def test_every_stage_wrote_its_outputs(reproduced):
@@ -102,25 +111,49 @@ def test_mlflow_has_a_tagged_run_per_stage_and_registered_checkpoints(reproduced
         assert [v.run_id for v in versions] == [by_stage[stage].info.run_id]
 
 
-def test_nothing_is_stale_after_repro_and_k2_run_prints_the_table(reproduced):
-    work, env = reproduced
-    status = _dvc(work, env, "status")
+def test_k2_run_ends_with_the_table_the_best_checkpoint_and_the_ui_commands(reproduced):
+    work, output = reproduced
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("checkpoint") and "mlflow_run_id" in line)
+    table = lines[header: header + 6]
+    assert [row.split()[0] for row in table[2:]] == [*layout.CHECKPOINT_STAGES, "best"], table
+    bench = json.loads((work / layout.metrics_path("bench")).read_text())
+    best = dict(zip(table[0].split(), table[-1].split()))
+    lowest = min(layout.CHECKPOINT_STAGES, key=lambda stage: bench[stage]["val_loss"])
+    assert lowest in best["val_loss"].split("=")
+    assert ".venv/bin/k2 ui" in output and "mlflow ui --backend-store-uri sqlite:///" in output
+
+
+def test_no_secret_from_the_environment_is_written_anywhere(reproduced):
+    """Every file the run left (MLflow's and Prefect's databases and logs, artifacts, metrics, checkpoints, DVC's
+    state) is searched for the canary values, and so is what the run printed."""
+    work, output = reproduced
+    scanned = 0
+    for path in work.rglob("*"):
+        if path.is_file() and ".venv" not in path.relative_to(work).parts:
+            data = path.read_bytes()
+            scanned += 1
+            for name, secret in CANARIES.items():
+                assert secret.encode() not in data, f"{name} was written to {path.relative_to(work)}"
+    assert scanned > 50 and (work / "mlflow.db").exists() and (work / ".prefect" / "prefect.db").exists()
+    assert not any(secret in output for secret in CANARIES.values())
+
+
+def test_nothing_is_stale_afterwards(reproduced):
+    work, _ = reproduced
+    status = _run("dvc status", work, _activated(work))
     assert "Data and pipelines are up to date" in status.stdout
-    result = _run([sys.executable, "-m", "flows.cli", "run"], work, env)
-    output = result.stdout + result.stderr
-    for stage in layout.CHECKPOINT_STAGES:
-        assert stage in output
-    assert "mlflow_run_id" in output and "math_accuracy" in output
 
 
 def test_changing_an_sft_param_reruns_only_downstream_stages(reproduced):
-    work, env = reproduced
+    """`dvc repro` typed in the activated venv."""
+    work, _ = reproduced
     params_file = work / "params.yaml"
     original = params_file.read_text()
     params_file.write_text(_bump_sft_lr(original))
     assert yaml.safe_load(params_file.read_text())["sft"]["ci"]["lr"] == 2 * yaml.safe_load(original)["sft"]["ci"]["lr"]
     try:
-        output = _dvc(work, env, "repro").stdout
+        output = _run("dvc repro", work, _activated(work)).stdout
     finally:
         params_file.write_text(original)
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
