@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from k2core.config import ConfigError
+from k2core.errors import UserError
 
 LOCK_FILE = Path(".k2") / "run.lock"
 
 
-class PipelineBusyError(ConfigError):
+class PipelineBusyError(UserError):
     """Another live `k2 run` holds this repository's lock."""
 
 
