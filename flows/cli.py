@@ -27,8 +27,12 @@ def _stage(args: argparse.Namespace) -> int:
         print(f"k2 stage: unknown stage {args.name!r}; stages: {', '.join(layout.STAGES)}", file=sys.stderr)
         return 2
     from flows.servers import prefect_server
+    from flows.supervise import die_with_parent
     from k2core.config import load_params
 
+    # A stage dies with whatever started it (`k2 run` through DVC, a launcher, a worker): SIGTERM then unwinds it,
+    # stopping its own server and children, instead of training on as an orphan.
+    die_with_parent()
     params = load_params(Path.cwd() / "params.yaml")
     for section in layout.STAGE_SECTIONS[args.name]:
         params.section(section)  # a bad params.yaml fails here, before any server starts

@@ -82,3 +82,25 @@ def test_a_stage_killed_with_sigkill_leaves_no_prefect_server(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_stage_dies_with_the_process_that_started_it(tmp_path):
+    """DVC starts `k2 stage NAME` through a shell from `k2 run`; SIGKILL that parent and the stage, with its
+    Prefect server, goes too."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    starter = "import subprocess, sys, time; subprocess.Popen(['bash', '-c', sys.argv[1] + ' stage validate']); time.sleep(600)"
+    parent = subprocess.Popen([sys.executable, "-c", starter, K2], cwd=tmp_path, env=_clean_env())
+    try:
+        deadline = time.monotonic() + 120
+        tree = []
+        while time.monotonic() < deadline and not any("prefect server" in " ".join(p.cmdline()) for p in tree):
+            time.sleep(0.5)
+            tree = descendants(parent.pid)
+        assert any(" stage validate" in " ".join(p.cmdline()) for p in tree), "the stage did not start"
+        parent.kill()
+        parent.wait(30)
+        left = wait_gone(tree, timeout=40)
+        assert not left, [" ".join(p.cmdline()) for p in left]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
