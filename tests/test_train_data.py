@@ -119,7 +119,7 @@ def _config(**overrides) -> dict:
     base = dict(steps=4, micro_batch_size=2, gradient_accumulation=1, seq_len=16, lr=1e-3, weight_decay=0.1,
                 warmup_fraction=0.25, decay_fraction=0.5, final_lr_fraction=0.1, decay_shape="cosine",
                 qk_clip_tau=100.0, eval_every=2, eval_batches=1, checkpoint_every=2, zero_stage=0,
-                gradient_clipping=1.0, val_fraction=0.2, seed=0)
+                gradient_clipping=1.0, max_consecutive_skipped_steps=3, val_fraction=0.2, seed=0)
     return {**base, **overrides}
 
 

@@ -24,7 +24,7 @@ def loop_config(**overrides) -> dict:
     base = dict(steps=6, micro_batch_size=2, gradient_accumulation=2, seq_len=16, lr=3e-3, weight_decay=0.1,
                 warmup_fraction=0.2, decay_fraction=0.3, final_lr_fraction=0.1, decay_shape="cosine",
                 qk_clip_tau=100.0, eval_every=3, eval_batches=2, checkpoint_every=3, zero_stage=0,
-                gradient_clipping=1.0, val_fraction=0.2, seed=0)
+                gradient_clipping=1.0, max_consecutive_skipped_steps=3, val_fraction=0.2, seed=0)
     return {**base, **overrides}
 
 

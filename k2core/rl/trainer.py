@@ -11,6 +11,7 @@ the run's state goes to `out_dir/rl_state.pt` (k2core/rl/resume.py); a re-run re
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from k2core.rl.rewards import RewardScorer
 from k2core.rl.temperature import TemperatureSchedule, temperature_at
 from k2core.storage import read_parquet
 from k2core.tracking import Tracker
+from k2core.train.nonfinite import drop_step_statistics, gradients_finite
 
 MATH_TASK = "math"
 
@@ -102,7 +104,8 @@ def policy_update(
 
     pi_old is the model as passed in (log-probs taken once, without grad, in the same train mode the
     steps use, so Delta is 0 up to float error at the first step). Returns the last inner step's losses
-    and mean |Delta| (how far the steps moved from pi_old), with QK-Clip counts summed over the steps.
+    and mean |Delta| (how far the steps moved from pi_old), with QK-Clip counts summed over the steps, and
+    skipped_steps: inner steps whose loss or gradient was NaN or inf, which change nothing.
     """
     device = next(model.parameters()).device
     model.train()
@@ -114,7 +117,7 @@ def policy_update(
     optimizer = Muon(muon_param_groups(model, lr, weight_decay), lr=lr, weight_decay=weight_decay)
     n = batch.num_rows
     metrics: dict[str, float] = {}
-    clipped_heads = 0
+    clipped_heads = skipped = 0
     for _ in range(inner_steps):
         optimizer.zero_grad(set_to_none=True)
         rl_loss, abs_log_ratio = 0.0, 0.0
@@ -129,6 +132,12 @@ def policy_update(
             nll = masked_nll(model, *(t.to(device) for t in ptx.sample()))
             (ptx_coef * nll).backward()
             ptx_loss = nll.item()
+        if not (math.isfinite(rl_loss + ptx_coef * ptx_loss) and gradients_finite(model)):
+            skipped += 1  # a NaN or inf loss or gradient: no update, no QK-Clip, no router-bias step
+            drop_step_statistics(model)
+            model.zero_grad(set_to_none=True)
+            metrics.update(loss=rl_loss + ptx_coef * ptx_loss, rl_loss=rl_loss, ptx_loss=ptx_loss)
+            continue
         optimizer.step()
         crash_point("step")  # weights stepped, QK-Clip and the router update not yet: a torn, never-saved state
         clip = apply_qk_clip(model, qk_clip_tau)
@@ -143,7 +152,7 @@ def policy_update(
             "qk_clip/global_max_logit": float(clip["global_max_logit"]),
             **{f"router/{k}": v for k, v in balance.items()},
         }
-    return metrics
+    return {**metrics, "skipped_steps": float(skipped)}
 
 
 def rl(

@@ -29,6 +29,8 @@ class LoopConfig(BaseModel):
     zero_stage: int = Field(ge=0, le=3)
     gradient_clipping: float = Field(ge=0, description="global norm of raw gradients; 0 disables")
     val_fraction: float = Field(gt=0, lt=1, description="share of documents/examples held out for eval loss")
+    max_consecutive_skipped_steps: int = Field(
+        ge=1, description="steps in a row whose loss or gradient is NaN/inf (each skipped) that stop the stage")
     seed: int
 
     @field_validator("zero_stage")

@@ -12,9 +12,11 @@ pure function of the step, so a resumed run continues exactly where the interrup
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from k2core.train.callbacks import Callback
 from k2core.train.config import LoopConfig
 from k2core.train.data import TokenBlocks, batch_indices
 from k2core.train.distributed import ensure_process_group, rank_and_world
+from k2core.train.nonfinite import drop_step_statistics
 from k2core.train.zero import bind_zero_partitions, master_weight_hook
 
 CHECKPOINT_DIR = "ds"
@@ -191,8 +194,44 @@ def _step_grad_norm(engine: Any, zero_stage: int) -> float:
     return float(norm) if norm is not None else float("nan")
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """Too many optimizer steps in a row had a NaN or inf loss or gradient; the message names the stage and the fix."""
+
+
+def _grads_finite(engine: Any, zero_stage: int, grad_norm: float) -> bool:
+    """Whether this step's reduced gradients are all finite: their norm at stage 0 (every rank holds all of them),
+    DeepSpeed's overflow check of the partitions at stages 1/2 (itself all-reduced over the ranks)."""
+    if zero_stage == 0:
+        return math.isfinite(grad_norm)
+    return not engine.optimizer.has_overflow(partition_gradients=engine.optimizer.partition_gradients)
+
+
+@contextmanager
+def _no_update(optimizer: Muon) -> Iterator[None]:
+    """`optimizer.step()` does nothing inside: the engine still takes its step (micro-step and step counters, lr
+    schedule, gradients zeroed), but no weight and no optimizer state changes. DeepSpeed has no skip of its own for
+    fp32 ZeRO-0 weights, and at ZeRO 1/2 its overflow check covers the gradients, not a non-finite loss."""
+    optimizer.step = lambda closure=None: None  # the instance attribute shadows the method for this step only
+    try:
+        yield
+    finally:
+        del optimizer.step
+
+
+def _skip_step(engine: Any, optimizer: Muon, model: torch.nn.Module) -> None:
+    """Take the engine's step without any update; the lr schedule advances as on any step (it is a function of the
+    step, like the batches), and the step's MoE loads and max logits are dropped rather than carried into the next."""
+    with _no_update(optimizer):
+        engine.step()
+    if not engine.was_step_applied() and engine.lr_scheduler is not None:
+        engine.lr_scheduler.step()  # DeepSpeed's ZeRO overflow path skipped the scheduler too
+    drop_step_statistics(model)
+
+
 def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank: int, world: int,
-                clip_hook: RowScaleHook | None) -> dict[str, float]:
+                clip_hook: RowScaleHook | None, optimizer: Muon) -> dict[str, float]:
+    """One optimizer step; a NaN or inf loss or gradient on any rank skips its update on every rank (metrics then
+    hold `skipped` = 1 and no QK-Clip or router values)."""
     model = engine.module
     reset_clip_maxima(model)  # drop maxima recorded outside training steps
     started = time.perf_counter()
@@ -216,14 +255,22 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
             engine.backward(output.loss * (count * cfg.gradient_accumulation * world / total))
         else:  # a micro-batch without targets: its loss is NaN; contribute zero gradient, keep DeepSpeed's count
             engine.backward(output.logits.sum() * 0.0)
-        if micro == cfg.gradient_accumulation - 1 and cfg.zero_stage == 0:
-            grad_norm = _step_grad_norm(engine, cfg.zero_stage)
+        if micro < cfg.gradient_accumulation - 1:
+            engine.step()
+            continue
+        grad_norm = _step_grad_norm(engine, cfg.zero_stage) if cfg.zero_stage == 0 else float("nan")
+        # the global batch's loss (every rank logs the same number) and how many ranks saw non-finite values
+        bad_grads = float(not _grads_finite(engine, cfg.zero_stage, grad_norm))
+        loss_sum, bad_ranks = _global_sums([weighted_loss, bad_grads], world, engine.device)
+        step_loss = loss_sum / total
+        if bad_ranks or not math.isfinite(step_loss):
+            _skip_step(engine, optimizer, model)
+            return {"loss": float(step_loss), "lr": lr, "grad_norm": grad_norm, "skipped": 1.0,
+                    "tokens_per_s": processed / (time.perf_counter() - started)}
         engine.step()
     if cfg.zero_stage > 0:
         grad_norm = _step_grad_norm(engine, cfg.zero_stage)
     crash_point("step")  # weights stepped, QK-Clip and the router update not yet: a torn, never-saved state
-    # the global batch's loss, not this rank's share (every rank logs the same number)
-    step_loss = _global_sums([weighted_loss], world, engine.device)[0] / total
     clip_stats = apply_qk_clip(model, cfg.qk_clip_tau, on_scale=clip_hook)
     router_stats = update_router_bias(model)
     elapsed = time.perf_counter() - started
@@ -236,6 +283,7 @@ def _train_step(engine: Any, data: TokenBlocks, cfg: LoopConfig, step: int, rank
         "clipped_head_fraction": float(clip_stats["clipped_fraction"]),
         "clipped_heads": float(clip_stats["num_clipped"]),
         "router_max_overload": router_stats["max_overload"],
+        "skipped": 0.0,
     }
     metrics.update({f"max_logit/layer_{i}": float(v) for i, v in enumerate(clip_stats["max_logit_per_layer"])})
     return metrics
@@ -252,8 +300,10 @@ def run_training(
 ) -> dict[str, float]:
     """Train `model` for cfg.steps optimizer steps (resuming from `out_dir/ds` if present).
 
-    Returns final_train_loss, final_val_loss, tokens_per_s (mean over the steps run by this call)
-    and steps. The trained module is `model` itself, updated in place.
+    Returns final_train_loss, final_val_loss, tokens_per_s (mean over the steps run by this call), steps and
+    skipped_steps (steps whose loss or gradient was NaN or inf: not applied, logged as `{stage}/skipped_steps`).
+    After cfg.max_consecutive_skipped_steps of them in a row, NonFiniteTrainingError stops the run before any
+    further checkpoint, so the latest one on disk is from a good step. The trained module is `model` itself.
     """
     ensure_process_group()
     rank, world = rank_and_world()
@@ -264,22 +314,30 @@ def run_training(
     start = int(state.get("step", 0))
     last_loss = float(state.get("train_loss", float("nan")))
     val_loss = float(state.get("val_loss", float("nan")))
+    skipped, in_a_row = int(state.get("skipped_steps", 0)), int(state.get("skipped_in_a_row", 0))
     speeds: list[float] = []
     progress = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, desc=stage,
                     disable=rank != 0)
     for step in progress:
-        metrics = _train_step(engine, train, cfg, step, rank, world, built.clip_hook)
-        last_loss = metrics["loss"]
+        metrics = _train_step(engine, train, cfg, step, rank, world, built.clip_hook, built.optimizer)
+        if metrics.pop("skipped"):
+            skipped, in_a_row = skipped + 1, in_a_row + 1
+        else:
+            in_a_row, last_loss = 0, metrics["loss"]
+        metrics["skipped_steps"] = float(skipped)
         speeds.append(metrics["tokens_per_s"])
         progress.set_postfix(loss=f"{last_loss:.3f}", lr=f"{metrics['lr']:.2e}")
         for callback in callbacks:
             callback.on_step_end(step, metrics)
+        if in_a_row >= cfg.max_consecutive_skipped_steps:
+            raise NonFiniteTrainingError(_too_many_skips(stage, step, in_a_row, checkpoint_dir))
         if step % cfg.eval_every == 0 or step == cfg.steps:
             val_loss = evaluate(engine.module, val, cfg)
             for callback in callbacks:
                 callback.on_eval(step, {"val_loss": val_loss})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _save(engine, checkpoint_dir, step, {"step": step, "train_loss": last_loss, "val_loss": val_loss}, rank)
+            _save(engine, checkpoint_dir, step, {"step": step, "train_loss": last_loss, "val_loss": val_loss,
+                                                 "skipped_steps": skipped, "skipped_in_a_row": in_a_row}, rank)
             for callback in callbacks:
                 callback.on_checkpoint(step, checkpoint_dir)
     return {
@@ -287,4 +345,13 @@ def run_training(
         "final_val_loss": val_loss,
         "tokens_per_s": sum(speeds) / len(speeds) if speeds else float("nan"),
         "steps": float(cfg.steps),
+        "skipped_steps": float(skipped),
     }
+
+
+def _too_many_skips(stage: str, step: int, in_a_row: int, checkpoint_dir: Path) -> str:
+    latest = checkpoint_dir / "latest"
+    kept = (f"the last good checkpoint, {checkpoint_dir / latest.read_text().strip()}, is kept (a re-run with the same "
+            "params resumes from it)" if latest.is_file() else "no checkpoint was written yet")
+    return (f"{stage}: steps {step - in_a_row + 1}-{step} ({in_a_row} in a row) had a NaN or inf loss or gradient and "
+            f"were skipped; {kept}. Lower {stage}.lr or raise {stage}.max_consecutive_skipped_steps in params.yaml")
