@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerFast
 
 from k2core.faults import crash_point
 from k2core.model import K2ForCausalLM, generate_batch, reset_max_logits, update_router_bias
+from k2core.model.checkpoint import save_hf_folder
 from k2core.optim import Muon, apply_qk_clip, muon_param_groups
 from k2core.rl.batch import PolicyBatch, pack_rollouts
 from k2core.rl.budget import budget_for, budgeted_reward, enforce_budget
@@ -232,6 +233,5 @@ def rl(
             save_progress(progress, Path(out_dir))
 
     hf_dir = Path(out_dir) / "hf"
-    model.save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
+    save_hf_folder(model, tokenizer, hf_dir, "rl")
     return {"final": history[-1], "history": history, "hf_dir": str(hf_dir)}
