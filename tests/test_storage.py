@@ -4,32 +4,17 @@ import pandas as pd
 import pytest
 
 from k2core.storage import content_digest, exists, filesystem, read_json, read_parquet, replace_dir, write_json, write_parquet
+from tests.s3_testing import CREDENTIALS, moto_server
 
 
 @pytest.fixture(scope="module")
-def s3_bucket(monkeypatch_module):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch_module.setenv(key, value)
-    fs, _ = filesystem("s3://k2-test-bucket")
-    fs.mkdir("k2-test-bucket")
-    yield "s3://k2-test-bucket"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def s3_bucket():
+    with pytest.MonkeyPatch.context() as patch, moto_server() as (host, port):
+        for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+            patch.setenv(key, value)
+        fs, _ = filesystem("s3://k2-test-bucket")
+        fs.mkdir("k2-test-bucket")
+        yield "s3://k2-test-bucket"
 
 
 @pytest.fixture(params=["local", "s3"])
