@@ -168,14 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from flows.interpreter import put_interpreter_on_path
     from k2core.errors import UserError, hide_user_error_tracebacks, one_line
-    from k2core.storage import CheckpointIntegrityError
 
     put_interpreter_on_path()
     hide_user_error_tracebacks()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.handler(args)
-    except (UserError, CheckpointIntegrityError) as exc:  # bad input: one line naming it, no traceback
+    except UserError as exc:  # bad input: one line naming it, no traceback
         print(f"k2: {one_line(exc)}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from k2core.errors import CorruptFileError
 from k2core.storage.fs import filesystem, read_json, write_json
 
 MANIFEST = "manifest.json"
@@ -19,7 +20,7 @@ FORMAT = "k2-manifest/1"
 _CHUNK = 1 << 20
 
 
-class CheckpointIntegrityError(Exception):
+class CheckpointIntegrityError(CorruptFileError):
     """A k2 checkpoint file is missing, truncated or corrupted; the message is one line naming it and the fix."""
 
 

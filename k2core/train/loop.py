@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from k2core.errors import UserError
 from k2core.faults import crash_point
 from k2core.model import K2ForCausalLM, update_router_bias
 from k2core.optim import Muon, apply_qk_clip, muon_param_groups, wsd_from_fractions
@@ -194,7 +195,7 @@ def _step_grad_norm(engine: Any, zero_stage: int) -> float:
     return float(norm) if norm is not None else float("nan")
 
 
-class NonFiniteTrainingError(RuntimeError):
+class NonFiniteTrainingError(UserError):
     """Too many optimizer steps in a row had a NaN or inf loss or gradient; the message names the stage and the fix."""
 
 
