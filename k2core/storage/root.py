@@ -16,11 +16,13 @@ from urllib.parse import urlsplit
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from k2core.errors import UserError
 from k2core.storage.fs import filesystem
 
 
-class StorageError(RuntimeError):
-    """A storage root that cannot be reached or written, worded as one line naming the URL and what to do."""
+class StorageError(UserError, RuntimeError):
+    """A storage root that cannot be reached or written, worded as one line naming the URL and what to do
+    (`k2` prints it as that one line)."""
 
 
 class RetryConfig(BaseModel):
