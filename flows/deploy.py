@@ -88,10 +88,10 @@ def deploy_command(args: argparse.Namespace) -> int:
     """`k2 deploy`: work pools, then every deployment in prefect.yaml, run from this repository."""
     root = Path(args.root).resolve()
     api = prefect_api("deploy")
-    pools = work_pools(root)
-    for name in ensure_process_pools(pools):
+    for name in ensure_process_pools(work_pools(root)):
         print(f"created process work pool {name!r}")
-    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(root / PREFECT_FILE)]
+    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file",
+           str(root / PREFECT_FILE)]
     deployed = subprocess.run(cmd, cwd=root, env={**os.environ, "K2_ROOT": str(root), "PREFECT_API_URL": api})
     if deployed.returncode != 0:
         print(f"k2 deploy: `prefect deploy --all` failed (exit {deployed.returncode}); see its output above",
