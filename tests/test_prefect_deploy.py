@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter
@@ -89,7 +90,12 @@ def _work_once(work: Path, env: dict[str, str]) -> float:
 
 
 def _stop_group(process: subprocess.Popen) -> None:
-    """TERM, then KILL, the worker's process group (the worker ignores one SIGTERM; its flow runs are children)."""
+    """TERM, then KILL, the worker's process group (the worker ignores one SIGTERM), and every process under it: a
+    flow run the worker started has a session of its own, with the stage processes in it."""
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -98,6 +104,10 @@ def _stop_group(process: subprocess.Popen) -> None:
             pass
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(descendants, timeout=10)
 
 
 def _stage_runs(client: SyncPrefectClient, pipeline_run: FlowRun) -> dict[str, FlowRun]:
