@@ -25,6 +25,7 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
+from k2core.storage.fs import staging_dir, swap_in
 from k2core.storage.root import RetryConfig, StorageError, describe_failure, root_filesystem, storage_uri
 
 PUBLISHED = "published.json"
@@ -118,11 +119,11 @@ def resolve(uri: str, retries: RetryConfig | None) -> tuple[str, dict[str, Any]]
 
 
 def fetch(uri: str, dest: Path, retries: RetryConfig | None = None) -> Path:
-    """Download the published folder `uri` into `dest` (replaced), each file checked against the manifest."""
+    """Download the published folder `uri` into `dest`, each file checked against the manifest; `dest` is then
+    replaced in one step (k2core.storage.fs.swap_in)."""
     folder, manifest = resolve(uri, retries)
     fs, path = root_filesystem(folder, retries)
-    dest = Path(dest)
-    staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    staging = staging_dir(dest)
     try:
         for name, entry in manifest["files"].items():
             target = staging / name
@@ -137,9 +138,8 @@ def fetch(uri: str, dest: Path, retries: RetryConfig | None = None) -> Path:
     except Exception as exc:  # noqa: BLE001
         _rmtree(staging)
         raise describe_failure(folder, "downloading", exc, retries) from exc
-    _rmtree(dest)
-    staging.rename(dest)
-    return dest
+    swap_in(staging, dest)
+    return Path(dest)
 
 
 def _rmtree(path: Path) -> None:
