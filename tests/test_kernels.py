@@ -338,3 +338,28 @@ def test_fused_attention_threads_agree_with_one(cpp):
     finally:
         torch.set_num_threads(1)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_builder_is_waited_for(tmp_path):
+    """torch's build lock is a plain file a killed builder leaves behind (every later build would wait forever);
+    ours is an flock the kernel drops with its holder."""
+    import sys
+    import time
+
+    from k2core.kernels.build import exclusive_build
+
+    (tmp_path / "lock").write_text("")  # what a build killed by SIGKILL leaves
+    with exclusive_build(tmp_path):
+        assert not (tmp_path / "lock").exists()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from k2core.kernels.build import "
+         "exclusive_build\nwith exclusive_build(Path(sys.argv[1])):\n    (Path(sys.argv[1]) / 'lock').write_text('')\n"
+         "    print('building', flush=True); time.sleep(3)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "building"
+        started = time.monotonic()
+        with exclusive_build(tmp_path):  # waits for the live builder instead of stealing its lock
+            waited = time.monotonic() - started
+        assert holder.wait(10) == 0 and waited > 1.0
+    finally:
+        holder.kill()

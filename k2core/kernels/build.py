@@ -73,6 +73,25 @@ def missing_tool(kind: Kind) -> str | None:
 
 
 @contextmanager
+def exclusive_build(directory: Path) -> Iterator[None]:
+    """Hold an flock on the build folder while torch builds there, and clear a lock torch left behind.
+
+    torch's own build lock is a plain file (`lock`) that a builder killed mid-build never removes; every later
+    build then waits on it forever. The kernel releases an flock when its holder dies, however it dies, so a
+    `lock` file found while holding ours belongs to a dead builder and is removed.
+    """
+    import fcntl
+
+    with open(directory / "k2-build.flock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (directory / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def _default_cuda_archs() -> Iterator[None]:
     """Build for CUDA_ARCHS unless the user chose architectures; the environment is restored afterwards."""
     chosen = os.environ.get("TORCH_CUDA_ARCH_LIST")
@@ -94,7 +113,7 @@ def compile_extension(kind: Kind) -> KernelOp:
         raise RuntimeError(reason)
     directory = build_directory(kind)
     directory.mkdir(parents=True, exist_ok=True)
-    with _default_cuda_archs():
+    with exclusive_build(directory), _default_cuda_archs():
         cpp_extension.load(
             name=f"k2_max_logit_{kind}",
             sources=[str(CSRC / name) for name in _SOURCES[kind]],
