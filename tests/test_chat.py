@@ -132,6 +132,19 @@ def test_parse_rejects_malformed_text(text: str) -> None:
         parse(text)
 
 
+def test_tool_result_without_name_is_named_like_k2s_template() -> None:
+    """K2's template writes `message.get('name') or message['role']`: a nameless result is a `tool` turn, and it
+    parses back nameless; a result named "tool" is the same bytes, so its canonical form is the nameless one."""
+    nameless = normalize_messages(WEATHER_CHAT[:2]) + [
+        {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "Sunny"}]
+    text = render(nameless, WEATHER_TOOLS)
+    assert text.endswith("<|im_system|>tool<|im_middle|>## Return of functions.get_weather:0\nSunny<|im_end|>")
+    assert parse(text) == (nameless, WEATHER_TOOLS)
+    named_tool = nameless[:2] + [{**nameless[2], "name": "tool"}]
+    assert render(named_tool, WEATHER_TOOLS) == text and normalize_messages(named_tool) == nameless
+    assert render([*nameless[:2], {**nameless[2], "name": None}], WEATHER_TOOLS) == text
+
+
 # --- property-based round trip ------------------------------------------------------------------
 
 # Fragments near the format's own markers, so that sloppy parsing would show.
@@ -139,7 +152,10 @@ _FRAGMENTS = list("ab <|>_:#\n{}\"é中.") + ["<|im_end", "|>", "## Return of ",
 _text = st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("".join).filter(
     lambda s: not any(t in s for t in SPECIAL_TOKENS)
 )
-_name = st.from_regex(r"[A-Za-z0-9_.\-]{1,12}", fullmatch=True).filter(lambda n: n not in {"system", "tool_declare"})
+# "tool" is left out: a result named "tool" renders like a nameless one, whose canonical form has no name
+_name = st.from_regex(r"[A-Za-z0-9_.\-]{1,12}", fullmatch=True).filter(
+    lambda n: n not in {"system", "tool_declare", "tool"}
+)
 _args = st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3).map(
     lambda d: json.dumps(d, ensure_ascii=False)
 ).filter(lambda s: not any(t in s for t in SPECIAL_TOKENS))
@@ -161,7 +177,10 @@ def _assistant(draw: st.DrawFn) -> dict:
 def _tool(draw: st.DrawFn) -> dict:
     name = draw(_name)
     call = tool_call_id(name, draw(st.integers(0, 99)))
-    return {"role": "tool", "tool_call_id": call, "name": name, "content": draw(_text)}
+    message = {"role": "tool", "tool_call_id": call, "name": name, "content": draw(_text)}
+    if draw(st.booleans()):  # OpenAI clients send tool results without a name
+        del message["name"]
+    return message
 
 
 _message = st.one_of(

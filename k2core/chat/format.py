@@ -19,7 +19,9 @@ message equal to the default prompt parses back as absent: both render to the sa
 canonical form is the one without it. Any other system message (other text, or not first) is kept.
 `<|im_system|>` turns are told apart by their header: `tool_declare` (first turn only) is the tool
 list, `system` is a system message, anything else is a tool result named after the tool, which is why
-tool names `system` and `tool_declare` are rejected.
+tool names `system` and `tool_declare` are rejected. A tool result may come without `name` (OpenAI clients
+send none): like K2's template, `render` then names the turn `tool`, and `parse` reads a `tool` turn back
+without `name`. So a result explicitly named `tool` has the nameless canonical form (same bytes).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ Segment = tuple[str, bool]
 TOOL_NAME_RE = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
 TOOL_CALL_ID_RE = re.compile(r"functions\.(?P<name>[A-Za-z0-9_\-.]{1,64}):(?P<index>\d+)")
 RESERVED_TOOL_NAMES = frozenset({"system", TOOL_DECLARE_NAME})
+# K2's template names a tool result turn `message.get('name') or message['role']`: a result without a name is "tool".
+UNNAMED_TOOL_HEADER = "tool"
 _ALLOWED_KEYS = {
     "system": {"role", "content"},
     "user": {"role", "content"},
@@ -130,13 +134,16 @@ def _normalize_message(message: Any, i: int) -> Message:
         out["tool_calls"] = [_normalize_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(calls)]
     if role == "tool":
         name = message.get("name")
-        if not isinstance(name, str) or not TOOL_NAME_RE.fullmatch(name) or name in RESERVED_TOOL_NAMES:
+        if name is not None and (
+            not isinstance(name, str) or not TOOL_NAME_RE.fullmatch(name) or name in RESERVED_TOOL_NAMES
+        ):
             raise ChatFormatError(
                 f"{where}.name must be the tool's name ([A-Za-z0-9_.-], not 'system'/'tool_declare'), got {name!r}"
             )
         _check_call_id(message.get("tool_call_id"), f"{where}.tool_call_id")
         out["tool_call_id"] = message["tool_call_id"]
-        out["name"] = name
+        if name is not None and name != UNNAMED_TOOL_HEADER:
+            out["name"] = name
     return out
 
 
@@ -199,7 +206,7 @@ def render_segments(
             segments.append((_turn(IM_SYSTEM, "system", message["content"]), False))
         else:
             body = f"{TOOL_RESULT_PREFIX}{message['tool_call_id']}\n{message['content']}"
-            segments.append((_turn(IM_SYSTEM, message["name"], body), False))
+            segments.append((_turn(IM_SYSTEM, message.get("name") or UNNAMED_TOOL_HEADER, body), False))
     if add_generation_prompt:
         segments.append((generation_prompt(), False))
     return segments
@@ -242,7 +249,10 @@ def _parse_system_turn(header: str, body: str, where: str) -> Message:
     if not body.startswith(TOOL_RESULT_PREFIX) or "\n" not in body:
         raise ChatFormatError(f"{where}: tool result turn {header!r} must start with '{TOOL_RESULT_PREFIX}ID\\n'")
     call_id, _, content = body[len(TOOL_RESULT_PREFIX):].partition("\n")
-    return {"role": "tool", "tool_call_id": call_id, "name": header, "content": content}
+    message = {"role": "tool", "tool_call_id": call_id, "content": content}
+    if header != UNNAMED_TOOL_HEADER:
+        message["name"] = header
+    return message
 
 
 def parse(text: str) -> tuple[list[Message], list[Message]]:

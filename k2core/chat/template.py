@@ -21,7 +21,7 @@ _TEMPLATE = (
     "{%- elif message['role'] == 'system' -%}"
     "<|im_system|>system<|im_middle|>{{ message['content'] }}<|im_end|>"
     "{%- elif message['role'] == 'tool' -%}"
-    "<|im_system|>{{ message['name'] }}<|im_middle|>## Return of {{ message['tool_call_id'] }}{{ '\\n' }}"
+    "<|im_system|>{{ message['name'] or message['role'] }}<|im_middle|>## Return of {{ message['tool_call_id'] }}{{ '\\n' }}"
     "{{ message['content'] }}<|im_end|>"
     "{%- elif message['role'] == 'assistant' -%}"
     "<|im_assistant|>assistant<|im_middle|>"
