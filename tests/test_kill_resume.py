@@ -33,8 +33,8 @@ from k2core.faults import ENV, parse_fault
 from tests.conftest import REPO
 
 SEED = 8
-# A kill from this test at a seeded random moment once the run has finished its first step (iteration for RL): by
-# then the max-logit kernel is loaded, whose JIT build lock a kill would leave behind (see _killed).
+# A kill from this test at a seeded random moment once the run has finished its first step (iteration for RL), so
+# that it lands in training after the resume rather than in start-up (see _killed).
 TIMED = None
 TIMED_DELAY_S = (0.0, 0.3)
 # One chain per stage; each fault must be reachable from any state the kills before it can leave. DeepSpeed stages
@@ -110,9 +110,9 @@ def _killed(work: Path, env: dict[str, str], stage: str, fault: str | None, rng:
             ) -> str:
     """Run the stage until it is SIGKILLed (by its crash point, or by this test); returns where it was killed.
 
-    A timed kill waits until the progress bar passes `committed`, the first step this run does: torch's JIT
-    extension loader holds a lock file while it checks or builds the max-logit kernel at the first step, and a
-    SIGKILL then leaves the file behind, so that every later process waits for it forever (torch's FileBaton).
+    A timed kill waits until the progress bar passes `committed` (this run's first step is done): start-up is not
+    what this test is about, and a SIGKILL while torch's JIT loader holds its plain lock file (DeepSpeed's shm op at
+    engine start) leaves the file behind, so that every later process would wait for it forever.
     """
     log = _log(work, stage)
     log.parent.mkdir(exist_ok=True)
