@@ -14,6 +14,8 @@ import errno
 import sys
 from typing import Any
 
+from k2core.errors import UserError
+
 TRANSIENT_ERRNOS = frozenset(
     getattr(errno, name)
     for name in ("EIO", "EREMOTEIO", "EBUSY", "EAGAIN", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED", "ECONNABORTED",
@@ -32,8 +34,9 @@ TRANSIENT_CLASSES = {
     "requests.exceptions": ("ConnectionError", "Timeout", "ChunkedEncodingError"),
     "urllib3.exceptions": ("ProtocolError", "TimeoutError", "NewConnectionError"),
 }
-# Ours and Python's deterministic errors: never transient, whatever they wrap.
-DETERMINISTIC = (ValueError, TypeError, LookupError, AssertionError, NotImplementedError, FileNotFoundError,
+# Ours and Python's deterministic errors: never transient, whatever they wrap. A UserError (an unreachable S3
+# endpoint once the client's own retries are spent, a corrupted file) asks the user to fix something.
+DETERMINISTIC = (UserError, ValueError, TypeError, LookupError, AssertionError, NotImplementedError, FileNotFoundError,
                  FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 

@@ -24,6 +24,7 @@ from k2core.llm import (
     ResponseCache, Usage, make_backend, parse_llm_config,
 )
 from k2core.llm import k2_checkpoint, openai_compat
+from k2core.transient import is_transient
 from k2core.llm.server import chat_request, running_server
 from k2core.model import K2Config, K2ForCausalLM
 from k2core.rl.encoding import prompt_ids
@@ -275,16 +276,17 @@ def test_openai_backend_retries_then_answers(flaky, monkeypatch):
 def test_openai_backend_gives_up_and_does_not_retry_client_errors(flaky, monkeypatch):
     _, url = flaky
     Flaky.script = [500, 500, 500]
-    with pytest.raises(BackendError, match="gave up after 2 attempts; last: HTTP 500"):
+    with pytest.raises(BackendError, match="gave up after 2 attempts; last: HTTP 500") as gave_up:
         openai_backend(monkeypatch, url, "m", backoff_s=0.01, max_retries=1).complete(ChatRequest(messages=HELLO))
+    assert is_transient(gave_up.value)  # an outage: a Prefect task around it may retry later
     Flaky.script = [400, 200]  # the request itself cannot be served: the caller may drop it and go on
     with pytest.raises(RequestError, match="HTTP 400"):
         openai_backend(monkeypatch, url, "m", backoff_s=0.01).complete(ChatRequest(messages=HELLO))
     assert Flaky.script == [200]
     Flaky.script = [401, 200]  # a configuration error (key, URL, model): stop
-    with pytest.raises(BackendError, match="HTTP 401"):
+    with pytest.raises(BackendError, match="HTTP 401") as refused:
         openai_backend(monkeypatch, url, "m", backoff_s=0.01).complete(ChatRequest(messages=HELLO))
-    assert Flaky.script == [200]
+    assert Flaky.script == [200] and not is_transient(refused.value)
 
 
 def test_openai_backend_retries_connection_errors(monkeypatch):
@@ -292,8 +294,9 @@ def test_openai_backend_retries_connection_errors(monkeypatch):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     backend = openai_backend(monkeypatch, f"http://127.0.0.1:{port}/v1", "m", backoff_s=0.01, max_retries=2)
-    with pytest.raises(BackendError, match="gave up after 3 attempts; last: ConnectError"):
+    with pytest.raises(BackendError, match="gave up after 3 attempts; last: ConnectError") as gave_up:
         backend.complete(ChatRequest(messages=HELLO))
+    assert is_transient(gave_up.value)
 
 
 def test_rate_limiter_spaces_requests(monkeypatch):

@@ -23,6 +23,7 @@ import tasks.evaluation
 import tasks.training
 from flows.servers import free_port
 from k2core.config import ConfigError
+from k2core.errors import UserError
 from k2core.transient import is_transient
 from k2core.validation.validate import RejectThresholdError
 from tasks import RETRY_DELAYS_S, k2_task, retry_if_transient
@@ -88,6 +89,7 @@ DETERMINISTIC = {
     "llm 401": _http_status_error(401),
     "http 404 (urllib)": urllib.error.HTTPError("http://127.0.0.1", 404, "Not Found", {}, None),
     "config error raised from a reset": _wrapped(ConfigError, ConnectionResetError()),
+    "user error raised from a refused connection (S3 retries spent)": _wrapped(UserError, ConnectionRefusedError()),
     "plain runtime error": RuntimeError("loss is nan"),
 }
 

@@ -95,13 +95,14 @@ class OpenAIBackend:
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         failure = ""
+        last_error: Exception | None = None  # the transient fault behind a give-up, so callers may retry later
         for attempt in range(self.cfg.max_retries + 1):
             self.limiter.wait()
             response: httpx.Response | None = None
             try:
                 response = self.client.post("/chat/completions", json=body)
             except httpx.TransportError as error:
-                failure = f"{type(error).__name__}: {error}"
+                failure, last_error = f"{type(error).__name__}: {error}", error
             else:
                 if response.status_code == 200:
                     try:
@@ -109,6 +110,7 @@ class OpenAIBackend:
                     except json.JSONDecodeError:
                         raise BackendError(f"{self.base_url} sent a non-JSON reply: {response.text[:300]}") from None
                 failure = f"HTTP {response.status_code}: {response.text[:300]}"
+                last_error = httpx.HTTPStatusError(failure, request=response.request, response=response)
                 if response.status_code in (400, 413, 422):  # this request cannot be served (e.g. context too long)
                     raise RequestError(f"{self.base_url} refused the request: {failure}")
                 if response.status_code != 429 and response.status_code < 500:  # auth, URL, model name: config
@@ -116,7 +118,9 @@ class OpenAIBackend:
             if attempt < self.cfg.max_retries:
                 delay = _retry_after(response)
                 time.sleep(min(delay if delay is not None else self.cfg.backoff_s * 2**attempt, MAX_DELAY_S))
-        raise BackendError(f"{self.base_url}: gave up after {self.cfg.max_retries + 1} attempts; last: {failure}")
+        raise BackendError(
+            f"{self.base_url}: gave up after {self.cfg.max_retries + 1} attempts; last: {failure}"
+        ) from last_error
 
     def complete(self, request: ChatRequest) -> ChatResponse:
         return response_from_openai(self._post(self._body(request)))
