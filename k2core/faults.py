@@ -3,6 +3,11 @@
 `K2_FAULT=NAME:N` makes the process send itself SIGKILL at the N-th time it reaches crash point NAME (counted per
 process); unset, as in every normal run, `crash_point` returns at once. The kill is a real SIGKILL: no handler,
 `finally` or atexit code runs, exactly as when the machine or an operator kills the process.
+
+Points: `step` inside a training step (weights stepped, QK-Clip not yet; k2core/train/loop.py, RL's policy_update),
+`save` with a checkpoint written but not committed (DeepSpeed's `latest` not yet moved; RL's state file not yet
+renamed into place), `publish` in tasks/training.py (1st: the new folder complete beside the old one, 2nd: swapped
+in, not yet logged to MLflow). tests/test_kill_resume.py uses them.
 """
 
 from __future__ import annotations
