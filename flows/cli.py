@@ -5,6 +5,7 @@
     k2 export-hf CKPT DIR      a checkpoint folder -> a transformers-loadable folder
     k2 plan CONFIG             parameter counts of a preset (tiny, small, kimi-k2) or config.json
     k2 serve [PATH]            OpenAI-compatible server (/v1/chat/completions) for a checkpoint or model
+    k2 eval --model M --tasks  benchmarks (MMLU, math) on a checkpoint, model file/folder or endpoint
     k2 ui                      Prefect and MLflow UIs over this project's runs
     k2 deploy                  work pool + prefect.yaml's deployments (nightly, on-demand) on PREFECT_API_URL
     k2 worker [--run-once]     a Prefect process worker that executes the deployments' runs
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description=serve_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serve_module.add_arguments(serve)
     serve.set_defaults(handler=serve_module.serve_command)
+    from flows import eval_cli
+
+    eval_cli.add_arguments(sub)
     from flows import deploy as deploy_module
 
     deploy_module.add_arguments(sub)

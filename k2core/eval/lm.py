@@ -18,12 +18,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-
-def _document_prefix(tokenizer: PreTrainedTokenizerBase) -> int:
-    for candidate in (tokenizer.eos_token_id, tokenizer.bos_token_id):
-        if candidate is not None:
-            return candidate
-    raise ValueError("the tokenizer has neither EOS nor BOS; bits per byte needs one to predict a text's first token")
+from k2core.llm.loglik import document_prefix
 
 
 def _windows(ids: list[int], seq_len: int) -> list[list[int]]:
@@ -38,7 +33,7 @@ def evaluate_lm(
     """`val_loss` (nats per token), `bits_per_byte`, and the token and byte counts they are over."""
     if not texts:
         raise ValueError("no held-out texts to score")
-    prefix = _document_prefix(tokenizer)
+    prefix = document_prefix(tokenizer)
     documents = [[prefix, *tokenizer.encode(text, add_special_tokens=False)] for text in texts]
     windows = [w for ids in documents for w in _windows(ids, seq_len)]
     if not windows:

@@ -15,6 +15,7 @@ from k2core.llm.config import K2LLMConfig
 from k2core.llm.devices import DTYPES, resolve_device
 from k2core.llm.errors import RequestError
 from k2core.llm.fingerprint import model_fingerprint
+from k2core.llm.loglik import continuation_logprobs, document_prefix
 from k2core.llm.messages import assistant_message, strip_special_tokens
 from k2core.model import K2ForCausalLM, generate
 from k2core.rl.encoding import prompt_ids, stop_token_ids
@@ -57,6 +58,14 @@ class K2Backend:
         with loaded.lock:
             response, _ = complete_k2(loaded.model, loaded.tokenizer, loaded.stop_ids, loaded.context, request)
         return response
+
+    def loglikelihood(self, prompt: str, continuations: list[str]) -> list[float]:
+        """Log-probability of each continuation after the raw-text `prompt`, which starts a document (after EOS, as
+        in pretraining), not a chat turn."""
+        loaded = self.loaded
+        prefix = [document_prefix(loaded.tokenizer)]
+        with loaded.lock:
+            return continuation_logprobs(loaded.model, loaded.tokenizer, prefix, prompt, continuations, loaded.context)
 
 
 def complete_k2(model: K2ForCausalLM, tokenizer: Any, stop_ids: list[int], context: int | None, request: ChatRequest

@@ -22,6 +22,7 @@ from k2core.llm.config import LocalLLMConfig
 from k2core.llm.devices import DTYPES, resolve_device
 from k2core.llm.errors import RequestError
 from k2core.llm.fingerprint import model_fingerprint
+from k2core.llm.loglik import continuation_logprobs
 from k2core.llm.messages import assistant_message
 from k2core.llm.toolcalls import extract_tool_calls, native_messages, textual_messages
 from k2core.storage.manifest import verify_manifest
@@ -135,3 +136,11 @@ class LocalBackend:
         content, calls = extract_tool_calls(text, names) if names else (text, [])
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=generated)
         return ChatResponse(message=assistant_message(content.strip(), calls), usage=usage)
+
+    def loglikelihood(self, prompt: str, continuations: list[str]) -> list[float]:
+        """Log-probability of each continuation after the raw-text `prompt` (no chat template), as multiple-choice
+        benchmarks score a model; the prompt starts with whatever special tokens the tokenizer itself adds."""
+        loaded = self.loaded
+        prefix = loaded.tokenizer.encode("", add_special_tokens=True)
+        with loaded.lock:
+            return continuation_logprobs(loaded.model, loaded.tokenizer, prefix, prompt, continuations, loaded.context)

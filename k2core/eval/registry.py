@@ -1,0 +1,30 @@
+"""Task names `k2 eval --tasks` and the bench accept, each a factory of a `Task` from `TaskOptions`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from k2core.errors import UserError
+from k2core.eval.harness import Task, TaskOptions
+from k2core.eval.math_task import math_task
+from k2core.eval.mmlu import mmlu_task
+
+TaskFactory = Callable[[TaskOptions], Task]
+
+TASKS: dict[str, TaskFactory] = {
+    "mmlu": partial(mmlu_task, "mmlu", shots=0),
+    "mmlu_5shot": partial(mmlu_task, "mmlu_5shot", shots=5),
+    "mmlu_cloze": partial(mmlu_task, "mmlu_cloze", shots=0, mode="cloze"),
+    "gsm_symbolic": math_task,
+}
+
+
+def build_tasks(names: list[str], options: TaskOptions) -> list[Task]:
+    """The named tasks, in the order given; an unknown name fails naming the known ones."""
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        raise UserError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+    if not names:
+        raise UserError(f"no tasks given; known: {', '.join(TASKS)}")
+    return [TASKS[n](options) for n in names]
