@@ -67,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--cache-dir", help="keep every answer in this folder (same request, same answer, no compute)")
+    parser.add_argument("--max-batch", type=int, default=8,
+                        help="concurrent requests answered in one forward pass (1: one at a time)")
+    parser.add_argument("--batch-window-ms", type=float, default=5.0,
+                        help="how long a request waits for others to join its batch")
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -77,6 +81,8 @@ def serve_command(args: argparse.Namespace) -> int:
     from k2core.llm.server import ChatServer
 
     try:
+        if args.max_batch < 1 or args.batch_window_ms < 0:
+            raise ValueError("--max-batch must be at least 1 and --batch-window-ms at least 0")
         values = config_from_args(args)
         cfg = parse_llm_config(values)
     except (ValueError, ValidationError, OSError) as error:
@@ -84,7 +90,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     name = model_name(args, values)
     print(f"k2 serve: loading {cfg.kind} model {name!r} ...", flush=True)
-    server = ChatServer(make_backend(cfg), name, args.host, args.port)
+    server = ChatServer(make_backend(cfg), name, args.host, args.port, args.max_batch, args.batch_window_ms / 1000)
     print(f"k2 serve: {server.url} (model {name!r}); Ctrl-C stops it", flush=True)
     try:
         server.serve_forever()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from k2core.llm.errors import RequestError
 from k2core.llm.fingerprint import model_fingerprint
 from k2core.llm.loglik import continuation_logprobs, document_prefix
 from k2core.llm.messages import assistant_message, strip_special_tokens
-from k2core.model import K2ForCausalLM, generate
-from k2core.rl.encoding import prompt_ids, stop_token_ids
+from k2core.llm.stops import cut_at_stop, finish_reason
+from k2core.model import K2ForCausalLM, generate, generate_batch
+from k2core.rl.encoding import pad_token_id, prompt_ids, stop_token_ids
 
 
 class _Loaded:
@@ -53,11 +55,19 @@ class K2Backend:
         self.loaded = _load(path, resolve_device(cfg.device), DTYPES[cfg.dtype])
         self.backend_id = f"k2:{path.name}:{model_fingerprint(path)}:{cfg.dtype}"
 
-    def complete(self, request: ChatRequest) -> ChatResponse:
+    def prepare(self, request: ChatRequest) -> PreparedK2:
+        return prepare_k2(self.loaded.tokenizer, self.loaded.context, request)
+
+    def complete_prepared(self, prepared: list[PreparedK2]) -> list[ChatResponse]:
+        """Greedy requests in one left-padded batch (one forward pass per token for all), sampled ones one by one
+        (each with its own seeded generator, so its answer does not depend on what else was asked)."""
         loaded = self.loaded
         with loaded.lock:
-            response, _ = complete_k2(loaded.model, loaded.tokenizer, loaded.stop_ids, loaded.context, request)
-        return response
+            outs = generate_k2(loaded.model, loaded.tokenizer, loaded.stop_ids, prepared)
+        return [reply_k2(loaded.tokenizer, loaded.stop_ids, item, out)[0] for item, out in zip(prepared, outs)]
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        return self.complete_prepared([self.prepare(request)])[0]
 
     def loglikelihood(self, prompt: str, continuations: list[str]) -> list[float]:
         """Log-probability of each continuation after the raw-text `prompt`, which starts a document (after EOS, as
@@ -68,11 +78,17 @@ class K2Backend:
             return continuation_logprobs(loaded.model, loaded.tokenizer, prefix, prompt, continuations, loaded.context)
 
 
-def complete_k2(model: K2ForCausalLM, tokenizer: Any, stop_ids: list[int], context: int | None, request: ChatRequest
-                ) -> tuple[ChatResponse, int]:
-    """One assistant turn of a K2 model in memory: the conversation rendered in K2's chat format, sampled (cut at
-    `context`), parsed back with K2's tool-call parser. Returns the reply and how many tool calls the parser dropped
-    as malformed (the reply keeps only well-formed calls, renumbered)."""
+@dataclass(frozen=True)
+class PreparedK2:
+    """A request with its prompt tokens and its token budget (max_tokens, cut to what the context leaves)."""
+
+    request: ChatRequest
+    ids: list[int]
+    budget: int
+
+
+def prepare_k2(tokenizer: Any, context: int | None, request: ChatRequest) -> PreparedK2:
+    """The conversation rendered in K2's chat format; RequestError when the format or the context cannot hold it."""
     try:
         ids = prompt_ids(tokenizer, request.messages, request.tools or None)
     except ChatFormatError as error:
@@ -80,10 +96,48 @@ def complete_k2(model: K2ForCausalLM, tokenizer: Any, stop_ids: list[int], conte
     budget = request.max_tokens if context is None else min(request.max_tokens, context - len(ids))
     if budget < 1:
         raise RequestError(f"the prompt has {len(ids)} tokens; the model's context is {context}")
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(request.seed)
-    out = generate(model, ids, 1, budget, request.temperature, stop_ids, generator=generator)[0]
-    parsed = parse_assistant(tokenizer.decode(out, skip_special_tokens=False))
+    return PreparedK2(request, ids, budget)
+
+
+def generate_k2(model: K2ForCausalLM, tokenizer: Any, stop_ids: list[int], prepared: list[PreparedK2]
+                ) -> list[list[int]]:
+    """Generated tokens of each prepared request (ending with a stop token when the turn ended)."""
+    device = next(model.parameters()).device
+    greedy = [i for i, item in enumerate(prepared) if item.request.temperature == 0]
+    batched = greedy if len(greedy) > 1 else []
+    outs: list[list[int]] = [[] for _ in prepared]
+    if batched:
+        batch = generate_batch(model, [prepared[i].ids for i in batched], max(prepared[i].budget for i in batched),
+                               0.0, stop_ids, pad_token_id=pad_token_id(tokenizer))
+        for i, out in zip(batched, batch):
+            outs[i] = out[: prepared[i].budget]  # greedy: the same tokens as a run with this row's own budget
+    for i, item in enumerate(prepared):
+        if i in batched:
+            continue
+        request = item.request
+        generator = torch.Generator(device=device).manual_seed(request.seed)
+        outs[i] = generate(model, item.ids, 1, item.budget, request.temperature, stop_ids, top_p=request.top_p,
+                           generator=generator)[0]
+    return outs
+
+
+def reply_k2(tokenizer: Any, stop_ids: list[int], item: PreparedK2, out: list[int]) -> tuple[ChatResponse, int]:
+    """The generated tokens cut at the first stop string and parsed with K2's tool-call parser. Returns the reply
+    and how many tool calls the parser dropped as malformed (the reply keeps only well-formed calls, renumbered)."""
+    ended = bool(out) and out[-1] in stop_ids
+    body = out[:-1] if ended else out
+    body, text, stopped = cut_at_stop(body, lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
+                                      item.request.stop)
+    parsed = parse_assistant(text)
     dropped = sum("tool call" in e for e in parsed["errors"])
     calls = [(c["function"]["name"], c["function"]["arguments"]) for c in parsed["tool_calls"]]
     message = assistant_message(strip_special_tokens(parsed["content"]), calls)
-    return ChatResponse(message=message, usage=Usage(prompt_tokens=len(ids), completion_tokens=len(out))), dropped
+    usage = Usage(prompt_tokens=len(item.ids), completion_tokens=len(body) + (ended and not stopped))
+    return ChatResponse(message=message, usage=usage, finish_reason=finish_reason(ended, stopped, bool(calls))), dropped
+
+
+def complete_k2(model: K2ForCausalLM, tokenizer: Any, stop_ids: list[int], context: int | None, request: ChatRequest
+                ) -> tuple[ChatResponse, int]:
+    """One assistant turn of a K2 model in memory (see `prepare_k2`, `generate_k2`, `reply_k2`)."""
+    item = prepare_k2(tokenizer, context, request)
+    return reply_k2(tokenizer, stop_ids, item, generate_k2(model, tokenizer, stop_ids, [item])[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from k2core.llm.errors import RequestError
 from k2core.llm.fingerprint import model_fingerprint
 from k2core.llm.loglik import continuation_logprobs
 from k2core.llm.messages import assistant_message
+from k2core.llm.stops import cut_at_stop, finish_reason
 from k2core.llm.toolcalls import extract_tool_calls, native_messages, textual_messages
 from k2core.storage.manifest import verify_manifest
 
@@ -93,6 +95,13 @@ def _load(path: Path, device: torch.device, dtype: torch.dtype) -> _Loaded:
     return _Loaded(path, device, dtype)
 
 
+@dataclass(frozen=True)
+class PreparedLocal:
+    request: ChatRequest
+    ids: list[int]
+    budget: int
+
+
 class LocalBackend:
     """A transformers causal LM with a chat template, answering with text or JSON tool calls."""
 
@@ -101,7 +110,7 @@ class LocalBackend:
         self.loaded = _load(path, resolve_device(cfg.device), DTYPES[cfg.dtype])
         self.backend_id = f"local:{path.name}:{model_fingerprint(path)}:{cfg.dtype}"
 
-    def _prompt(self, request: ChatRequest) -> dict[str, torch.Tensor]:
+    def _prompt(self, request: ChatRequest) -> list[int]:
         tokenizer = self.loaded.tokenizer
         if request.tools and self.loaded.native_tools:
             messages, tools = native_messages(request.messages), request.tools
@@ -112,30 +121,73 @@ class LocalBackend:
                                                     return_dict=True, return_tensors="pt")
         except TemplateError as error:  # e.g. a template that insists on alternating roles
             raise RequestError(f"the model's chat template refused the conversation: {error}") from None
-        return {name: tensor.to(self.loaded.device) for name, tensor in encoded.items()}
+        return encoded["input_ids"][0].tolist()
+
+    def prepare(self, request: ChatRequest) -> PreparedLocal:
+        """The prompt tokens and the token budget (max_tokens, cut to what the context leaves)."""
+        ids = self._prompt(request)
+        budget = min(request.max_tokens, self.loaded.context - len(ids))
+        if budget < 1:
+            raise RequestError(f"the prompt has {len(ids)} tokens; the model's context is {self.loaded.context}")
+        return PreparedLocal(request, ids, budget)
+
+    def _generate(self, items: list[PreparedLocal], budget: int, sampling: dict[str, Any]) -> list[list[int]]:
+        """New tokens of each prompt, generated together (left padding + attention mask)."""
+        loaded = self.loaded
+        width = max(len(item.ids) for item in items)
+        ids = torch.full((len(items), width), loaded.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, item in enumerate(items):
+            ids[row, width - len(item.ids):] = torch.tensor(item.ids)
+            mask[row, width - len(item.ids):] = 1
+        output = loaded.model.generate(input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device),
+                                       max_new_tokens=budget, eos_token_id=loaded.stop_ids, pad_token_id=loaded.pad_id,
+                                       **sampling)
+        return [row[width:].tolist() for row in output]
+
+    def complete_prepared(self, prepared: list[PreparedLocal]) -> list[ChatResponse]:
+        """Greedy requests in one padded batch; sampled ones one by one, each seeded (transformers samples a batch
+        from one global generator, so a batched answer would depend on the other rows)."""
+        loaded = self.loaded
+        greedy = [i for i, item in enumerate(prepared) if item.request.temperature == 0]
+        batched = greedy if len(greedy) > 1 else []
+        outs: list[list[int]] = [[] for _ in prepared]
+        devices = [loaded.device] if loaded.device.type == "cuda" else []
+        with loaded.lock, torch.no_grad():
+            if batched:
+                batch = self._generate([prepared[i] for i in batched], max(prepared[i].budget for i in batched),
+                                       {"do_sample": False})
+                for i, out in zip(batched, batch):
+                    outs[i] = out[: prepared[i].budget]  # greedy: the same tokens as with this row's own budget
+            for i, item in enumerate(prepared):
+                if i in batched:
+                    continue
+                request = item.request
+                sampling: dict[str, Any] = (
+                    {"do_sample": True, "temperature": request.temperature, "top_p": request.top_p}
+                    if request.temperature > 0 else {"do_sample": False}
+                )
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(request.seed)
+                    outs[i] = self._generate([item], item.budget, sampling)[0]
+        return [self._reply(item, out) for item, out in zip(prepared, outs)]
+
+    def _reply(self, item: PreparedLocal, new: list[int]) -> ChatResponse:
+        """The new tokens cut at the end of the turn and the first stop string, tool calls read from the text."""
+        loaded = self.loaded
+        generated = next((i + 1 for i, t in enumerate(new) if t in loaded.stop_ids), None)
+        ended = generated is not None
+        body = new[: generated - 1] if generated is not None else new
+        body, text, stopped = cut_at_stop(body, lambda ids: loaded.tokenizer.decode(ids, skip_special_tokens=True),
+                                          item.request.stop)
+        names = {t["function"]["name"] for t in item.request.tools}
+        content, calls = extract_tool_calls(text, names) if names else (text, [])
+        usage = Usage(prompt_tokens=len(item.ids), completion_tokens=len(body) + (ended and not stopped))
+        return ChatResponse(message=assistant_message(content.strip(), calls), usage=usage,
+                            finish_reason=finish_reason(ended, stopped, bool(calls)))
 
     def complete(self, request: ChatRequest) -> ChatResponse:
-        loaded = self.loaded
-        inputs = self._prompt(request)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        budget = min(request.max_tokens, loaded.context - prompt_tokens)
-        if budget < 1:
-            raise RequestError(f"the prompt has {prompt_tokens} tokens; the model's context is {loaded.context}")
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": request.temperature} if request.temperature > 0 else {"do_sample": False}
-        )
-        devices = [loaded.device] if loaded.device.type == "cuda" else []
-        with loaded.lock, torch.random.fork_rng(devices=devices), torch.no_grad():
-            torch.manual_seed(request.seed)
-            output = loaded.model.generate(**inputs, max_new_tokens=budget, eos_token_id=loaded.stop_ids,
-                                           pad_token_id=loaded.pad_id, **sampling)
-        new = output[0, prompt_tokens:].tolist()
-        generated = next((i + 1 for i, t in enumerate(new) if t in loaded.stop_ids), len(new))
-        text = loaded.tokenizer.decode(new[:generated], skip_special_tokens=True)
-        names = {t["function"]["name"] for t in request.tools}
-        content, calls = extract_tool_calls(text, names) if names else (text, [])
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=generated)
-        return ChatResponse(message=assistant_message(content.strip(), calls), usage=usage)
+        return self.complete_prepared([self.prepare(request)])[0]
 
     def loglikelihood(self, prompt: str, continuations: list[str]) -> list[float]:
         """Log-probability of each continuation after the raw-text `prompt` (no chat template), as multiple-choice

@@ -56,14 +56,17 @@ def _arguments(value: Any) -> str:
 def response_from_openai(data: dict[str, Any]) -> ChatResponse:
     """Our `ChatResponse` from an OpenAI chat.completion body (first choice; ids made K2's)."""
     try:
-        message = data["choices"][0]["message"]
+        choice = data["choices"][0]
+        message = choice["message"]
         calls = [(c["function"]["name"], _arguments(c["function"].get("arguments", "{}")))
                  for c in message.get("tool_calls") or []]
     except (KeyError, IndexError, TypeError) as error:
         raise BackendError(f"not a chat.completion reply ({error!r}): {json.dumps(data)[:300]}") from None
     usage = data.get("usage") or {}  # some servers send none: count 0 rather than guess
     counts = {name: usage.get(name) or 0 for name in ("prompt_tokens", "completion_tokens")}
-    return ChatResponse(message=assistant_message(message.get("content") or "", calls), usage=Usage(**counts))
+    reason = choice.get("finish_reason")  # anything else ("content_filter", none): the turn ended
+    return ChatResponse(message=assistant_message(message.get("content") or "", calls), usage=Usage(**counts),
+                        finish_reason=reason if reason in ("length", "tool_calls") else "stop")
 
 
 class OpenAIBackend:
@@ -91,6 +94,10 @@ class OpenAIBackend:
         }
         if request.tools:
             body["tools"] = request.tools
+        if request.top_p != 1.0:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
         return body
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
