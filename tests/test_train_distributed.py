@@ -178,3 +178,25 @@ def _worker(args: dict) -> None:
 
 if __name__ == "__main__":
     _worker(json.loads(sys.argv[1]))
+
+
+def test_a_lock_left_by_a_killed_deepspeed_op_build_does_not_hang_the_next_run():
+    """torch's plain build-lock file, left when a process is SIGKILLed while DeepSpeed JIT-builds its CPU
+    shared-memory op, would make every later `deepspeed.initialize` wait forever."""
+    script = (
+        "import deepspeed.ops\n"
+        "from pathlib import Path\n"
+        "from deepspeed.accelerator import get_accelerator\n"
+        "from torch.utils.cpp_extension import _get_build_directory\n"
+        "from k2core.train.distributed import build_deepspeed_comm_op\n"
+        "builder = get_accelerator().create_op_builder('ShareMemCommBuilder')\n"
+        "assert builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME)\n"
+        "lock = Path(_get_build_directory(builder.name, verbose=False)) / 'lock'\n"
+        "lock.write_text('')  # what a build killed by SIGKILL leaves\n"
+        "build_deepspeed_comm_op()\n"
+        "assert builder.name in type(builder)._loaded_ops and not lock.exists()\n"
+        "print('built')\n"
+    )
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("built"), result.stdout + result.stderr

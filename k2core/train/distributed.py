@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -32,6 +33,26 @@ def ensure_process_group() -> None:
         )
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+
+
+def build_deepspeed_comm_op() -> None:
+    """Build DeepSpeed's CPU shared-memory collective op (if this accelerator has it) under k2's build lock.
+
+    `deepspeed.initialize` JIT-builds it through torch, whose plain `lock` file a process killed mid-build leaves
+    behind, so every later run would wait forever. Built here first, under `exclusive_build`, a dead builder's lock
+    is cleared; DeepSpeed then finds the op already loaded in this process.
+    """
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+    from torch.utils.cpp_extension import _get_build_directory
+
+    from k2core.kernels.build import exclusive_build
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return
+    with exclusive_build(Path(_get_build_directory(builder.name, verbose=False))):
+        builder.load(verbose=False)
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -33,7 +33,7 @@ from k2core.storage import write_text
 from k2core.train.callbacks import Callback
 from k2core.train.config import LoopConfig
 from k2core.train.data import TokenBlocks, batch_indices
-from k2core.train.distributed import ensure_process_group, rank_and_world
+from k2core.train.distributed import build_deepspeed_comm_op, ensure_process_group, rank_and_world
 from k2core.train.nonfinite import drop_step_statistics
 from k2core.train.zero import bind_zero_partitions, master_weight_hook
 
@@ -86,6 +86,7 @@ def build_engine(model: torch.nn.Module, cfg: LoopConfig, with_schedule: bool = 
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     ensure_process_group()
+    build_deepspeed_comm_op()
     optimizer = Muon(muon_param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = None
     if with_schedule:
