@@ -375,3 +375,19 @@ def test_constructed_responses_satisfy_ifbench_prompts():
         followed += result.strict
     singles = sum(len(r.instruction_ids) == 1 and r.instruction_ids[0] not in UNSUPPORTED for r in records)
     assert followed >= singles >= 240
+
+
+def test_ifbench_harness_task_scores_prompt_level_strict():
+    from k2core.eval.harness import Output, TaskOptions
+    from k2core.eval.registry import TASKS
+
+    task = TASKS["ifbench"](TaskOptions(limit=294))
+    by_key = {r.key: r for r in load_ifbench()}
+    single = next(s for s in task.samples if len(by_key[s.id].instruction_ids) == 1
+                  and by_key[s.id].instruction_ids[0] not in UNSUPPORTED)
+    record = by_key[single.id]
+    kw = {k: int(v) if isinstance(v, float) else v for k, v in record.kwargs[0].items()}
+    good = task.scorer(single, Output(completion=PASSING[record.instruction_ids[0]](kw)))
+    bad = task.scorer(single, Output(completion=""))
+    assert (good.value, bad.value) == (1.0, 0.0) and "strict=True" in good.reason and "empty response" in bad.reason
+    assert len(task.samples) == 294 and single.input == [{"role": "user", "content": record.prompt}]

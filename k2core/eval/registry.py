@@ -7,6 +7,7 @@ from functools import partial
 
 from k2core.errors import UserError
 from k2core.eval.harness import Task, TaskOptions
+from k2core.eval.ifeval_task import ifbench_task
 from k2core.eval.math_task import math_task
 from k2core.eval.mmlu import mmlu_task
 
@@ -17,6 +18,7 @@ TASKS: dict[str, TaskFactory] = {
     "mmlu_5shot": partial(mmlu_task, "mmlu_5shot", shots=5),
     "mmlu_cloze": partial(mmlu_task, "mmlu_cloze", shots=0, mode="cloze"),
     "gsm_symbolic": math_task,
+    "ifbench": ifbench_task,
 }
 
 
