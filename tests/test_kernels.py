@@ -363,3 +363,17 @@ def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_builder_is_waited_f
         assert holder.wait(10) == 0 and waited > 1.0
     finally:
         holder.kill()
+
+
+def test_the_build_compiles_a_content_named_copy_of_the_sources(monkeypatch, tmp_path):
+    """Two copies of the repository with the same sources build once (torch's build files name absolute paths)."""
+    monkeypatch.setenv(build.CACHE_ENV, str(tmp_path))
+    first = build.sources_snapshot(tmp_path)
+    assert build.sources_snapshot(tmp_path) == first and first.name.startswith("csrc-")
+    assert sorted(p.name for p in first.iterdir()) == sorted(p.name for p in build.CSRC.iterdir() if p.is_file())
+    copy = tmp_path / "other-checkout" / "csrc"
+    shutil.copytree(build.CSRC, copy)
+    monkeypatch.setattr(build, "CSRC", copy)
+    assert build.sources_snapshot(tmp_path) == first  # same bytes elsewhere: same snapshot, no rebuild
+    (copy / "max_logit.h").write_text((copy / "max_logit.h").read_text() + "\n// changed\n")
+    assert build.sources_snapshot(tmp_path) != first  # changed sources: a new snapshot, a new build

@@ -7,6 +7,7 @@ reported in exactly one :class:`KernelBuildWarning` per extension and process.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -56,6 +57,28 @@ def build_directory(kind: Kind) -> Path:
     cuda = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
     tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}_{cuda}"
     return cache_root() / tag / f"k2_max_logit_{kind}"
+
+
+def sources_snapshot(cache: Path) -> Path:
+    """The csrc folder copied to a cache folder named by its content digest, built from there.
+
+    torch's build files record absolute source paths, so compiling `CSRC` itself would rebuild the extension
+    (minutes on 2 cores, under a lock every other process waits on) whenever the same sources are reached through
+    another copy of the repository: the pipeline's test workspaces, a fresh clone, a DVC experiment folder.
+    """
+    files = sorted(path for path in CSRC.iterdir() if path.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    snapshot = cache / f"csrc-{digest.hexdigest()[:16]}"
+    if not snapshot.is_dir():
+        staging = cache / f".{snapshot.name}.{os.getpid()}.tmp"
+        shutil.copytree(CSRC, staging, dirs_exist_ok=True)
+        try:
+            staging.rename(snapshot)
+        except OSError:  # another process put the same snapshot in place first
+            shutil.rmtree(staging, ignore_errors=True)
+    return snapshot
 
 
 def missing_tool(kind: Kind) -> str | None:
@@ -113,14 +136,15 @@ def compile_extension(kind: Kind) -> KernelOp:
         raise RuntimeError(reason)
     directory = build_directory(kind)
     directory.mkdir(parents=True, exist_ok=True)
+    sources = sources_snapshot(directory.parent)
     with exclusive_build(directory), _default_cuda_archs():
         cpp_extension.load(
             name=f"k2_max_logit_{kind}",
-            sources=[str(CSRC / name) for name in _SOURCES[kind]],
+            sources=[str(sources / name) for name in _SOURCES[kind]],
             extra_cflags=["-O3", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             extra_cuda_cflags=["-O3"],
-            extra_include_paths=[str(CSRC)],
+            extra_include_paths=[str(sources)],
             build_directory=str(directory),
             with_cuda=kind == "cuda",
             is_python_module=False,
