@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import psutil
 import pytest
 from pydantic import ValidationError
 
@@ -22,6 +23,7 @@ from k2core.llm import (
 )
 from k2core.llm import k2_checkpoint, openai_compat
 from k2core.transient import is_transient
+from tests.process_tree import listening_ips
 from k2core.llm.server import chat_request, running_server
 from k2core.rl.encoding import prompt_ids
 from tests.tiny_k2 import tiny_checkpoint
@@ -315,6 +317,7 @@ def test_k2_serve_command_serves_a_checkpoint(checkpoint):
                 assert server.poll() is None and time.monotonic() < deadline, server.stdout.read().decode()
                 time.sleep(0.5)
         reply = httpx.post(f"{url}/chat/completions", json={"model": "tiny-k2", "messages": HELLO, "max_tokens": 3})
+        assert listening_ips([psutil.Process(server.pid)]) == {"127.0.0.1"}  # loopback unless --host says otherwise
     finally:
         server.terminate()
         server.wait(timeout=30)
