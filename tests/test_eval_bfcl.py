@@ -530,3 +530,52 @@ def test_aggregate_follows_bfcl_groups() -> None:
     assert summary.scores["overall"] == pytest.approx(overall)
     assert "live_parallel" in summary.missing and "memory_kv" in summary.missing
     assert "simple_python" not in summary.missing
+
+
+# ---------------------------------------------------------------- the harness tasks
+
+
+class GoldBackend:
+    """Answers any single-turn BFCL record from its ground truth (found by its first message)."""
+
+    backend_id = "bfcl-gold"
+
+    def __init__(self, records: list[BfclRecord]) -> None:
+        self.records = {json.dumps(r.messages[0]): r for r in records}
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        record = self.records[json.dumps(request.messages[0])]
+        calls = [{"id": f"functions.{c['name']}:{i}", "type": "function", "function": c}
+                 for i, c in enumerate(gold_calls(record))]  # fmt: skip
+        message = {"role": "assistant", "content": "", **({"tool_calls": calls} if calls else {})}
+        return ChatResponse(message=message, usage=Usage(prompt_tokens=1, completion_tokens=1))
+
+
+class EpisodesReplay:
+    """Replays multi-turn records one after the other, in the order given (some share a first message)."""
+
+    backend_id = "bfcl-gold-episodes"
+
+    def __init__(self, records: list[BfclRecord]) -> None:
+        self.pending = [GoldReplay(r) for r in records]
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        if not self.pending[0].replies:
+            self.pending.pop(0)
+        return self.pending[0].complete(request)
+
+
+def test_harness_tasks_score_the_gold_backend(single_turn: list[BfclRecord], tmp_path) -> None:
+    from k2core.eval.harness import TaskOptions, run_task
+    from k2core.eval.registry import build_tasks
+
+    single, multi = build_tasks(["bfcl", "bfcl_multi_turn"], TaskOptions(limit=60, seed=0))
+    assert len(single.samples) == 60 and len(multi.samples) == 60
+    unreachable = sum(s.id in UNREACHABLE for s in single.samples)
+    result = run_task(single, GoldBackend(single_turn), tmp_path, progress=False)
+    assert result.metrics["accuracy"].value == pytest.approx(1 - unreachable / 60)
+    by_id = {r.id: r for r in load_bfcl(["multi_turn_base"])}
+    replay = EpisodesReplay([by_id[s.id] for s in multi.samples])
+    assert run_task(multi, replay, tmp_path, progress=False).metrics["accuracy"].value == 1.0
+    lines = [json.loads(line) for line in (tmp_path / "bfcl.samples.jsonl").read_text().splitlines()]
+    assert {line["group"] for line in lines} >= {"live_multiple", "simple_python"}

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from k2core.errors import UserError
+from k2core.eval.bfcl_task import bfcl_multi_turn_task, bfcl_task
 from k2core.eval.harness import Task, TaskOptions
 from k2core.eval.ifeval_task import ifbench_task
 from k2core.eval.math_task import math_task
@@ -19,6 +20,8 @@ TASKS: dict[str, TaskFactory] = {
     "mmlu_cloze": partial(mmlu_task, "mmlu_cloze", shots=0, mode="cloze"),
     "gsm_symbolic": math_task,
     "ifbench": ifbench_task,
+    "bfcl": bfcl_task,
+    "bfcl_multi_turn": bfcl_multi_turn_task,
 }
 
 
