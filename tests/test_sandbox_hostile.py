@@ -102,7 +102,10 @@ def blocked(*markers: str) -> Check:
 def attempt(body: str, errors: str = "OSError") -> str:
     """A program that tries `body` and prints LEAK if it worked, BLOCKED if it raised one of `errors`."""
     indented = "\n".join("    " + line for line in body.strip().splitlines())
-    return f"import os, sys, socket\ntry:\n{indented}\n    print('LEAK')\nexcept ({errors},) as e:\n    print('BLOCKED', e)\n"
+    return (
+        f"import os, sys, socket\ntry:\n{indented}\n    print('LEAK')\n"
+        f"except ({errors},) as e:\n    print('BLOCKED', e)\n"
+    )
 
 
 def no_connection(result: SandboxResult, host: Host) -> None:
@@ -218,7 +221,8 @@ CASES: dict[str, Callable[[Host], Case]] = {
     "list-home": lambda h: Case(HOME_LIST, home_empty),
     "read-repo": lambda h: Case(attempt(f"print(open('{REPO}/params.yaml').read())"), blocked("profile:")),
     "write-repo": lambda h: Case(
-        attempt(f"open('{REPO}/HOSTILE-{h.token}', 'w').write('x')"), not_written(lambda host: REPO / f"HOSTILE-{host.token}")
+        attempt(f"open('{REPO}/HOSTILE-{h.token}', 'w').write('x')"),
+        not_written(lambda host: REPO / f"HOSTILE-{host.token}"),
     ),
     "write-host-tmp": lambda h: Case(
         attempt(f"open('{h.tmp}/escape', 'w').write('x')"), not_written(lambda host: host.tmp / "escape")
@@ -292,14 +296,16 @@ CASES: dict[str, Callable[[Host], Case]] = {
     ),
     "proc-snoop": lambda h: Case(
         "import os\npids = [p for p in os.listdir('/proc') if p.isdigit()]\nprint('PIDS', *pids)\n"
-        "for p in pids:\n    try: print(open(f'/proc/{p}/cmdline', 'rb').read(), open(f'/proc/{p}/environ', 'rb').read())\n"
+        "for p in pids:\n    try:\n        print(open(f'/proc/{p}/cmdline', 'rb').read())\n"
+        "        print(open(f'/proc/{p}/environ', 'rb').read())\n"
         "    except OSError as e: print(p, e)\n",
         proc_private,
     ),
     "setuid-file": lambda h: Case(
         "import os, shutil\nshutil.copy('/usr/bin/true', '/tmp/suid')\nos.chmod('/tmp/suid', 0o4755)\n"
         "for line in open('/proc/self/mountinfo'):\n    if ' /tmp ' in line:\n        print('MOUNT', line.strip())\n"
-        "try:\n    os.chown('/tmp/suid', 0, 0)\n    print('CHOWN-ROOT-OK')\nexcept OSError as e:\n    print('chown', e)\n",
+        "try:\n    os.chown('/tmp/suid', 0, 0)\n    print('CHOWN-ROOT-OK')\n"
+        "except OSError as e:\n    print('chown', e)\n",
         nosuid_tmp,
     ),
     "fill-tmp": lambda h: Case(

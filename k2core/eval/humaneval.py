@@ -44,11 +44,12 @@ def main():
     os.close(null)
     report = os.dup(1)
     with open("{PROGRAM_PATH}") as file:
-        code = compile(file.read(), "program.py", "exec")
+        source = file.read()
     try:
-        exec(code, {{"__name__": "__main__"}})
+        exec(compile(source, "program.py", "exec"), {{"__name__": "__main__"}})
     except BaseException as error:
-        os.write(2, ("k2-harness: " + type(error).__name__ + ": " + str(error)[:300] + "\\n").encode("utf-8", "replace"))
+        line = "k2-harness: " + type(error).__name__ + ": " + str(error)[:300]
+        os.write(2, (line + "\\n").encode("utf-8", "replace"))
         os._exit(1)
     os.write(report, b"\\n{PASS_MARKER} " + nonce + b"\\n")
     os._exit(0)
