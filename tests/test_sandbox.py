@@ -72,26 +72,38 @@ def test_files_stdin_exit_status_and_identity() -> None:
     assert result.stdout == "file-bytes stdin-bytes /tmp 65534 65534\n"
 
 
+def host_processes(token: str) -> dict[int, list[str]]:
+    """Host pids whose command line holds `token` (bwrap's and the jailed program's), with their Uid fields."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and token.encode() in (entry / "cmdline").read_bytes():
+                status = (entry / "status").read_text().splitlines()
+                found[int(entry.name)] = next(line.split()[1:] for line in status if line.startswith("Uid:"))
+        except OSError:
+            continue
+    return found
+
+
+def wait_for(condition, timeout_s: float = 5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    return condition()
+
+
 def test_jailed_processes_run_as_the_unprivileged_host_uid() -> None:
     """Seen from the host, the jailed program's real uid is the configured one when k2 is root (the kernel exempts
     uid 0 from RLIMIT_NPROC), and the caller's own uid otherwise: never root."""
     token = secrets.token_hex(8)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(run_python, "import time\ntime.sleep(3)\n", config=CONFIG, args=[token])
-        uids = []
-        deadline = time.monotonic() + 3
-        while not uids and time.monotonic() < deadline:
-            for entry in Path("/proc").iterdir():
-                try:
-                    if entry.name.isdigit() and token.encode() in (entry / "cmdline").read_bytes():
-                        uids += [line.split()[1:] for line in (entry / "status").read_text().splitlines()
-                                 if line.startswith("Uid:")]
-                except OSError:
-                    continue
-            time.sleep(0.05)
+        uids = wait_for(lambda: host_processes(token))
         assert running.result().ok
     expected = str(CONFIG.uid if os.geteuid() == 0 else os.geteuid())
-    assert uids and all(uid == [expected] * 4 for uid in uids), uids
+    assert uids and all(uid == [expected] * 4 for uid in uids.values()), uids
 
 
 def test_signal_death_and_clean_exit() -> None:
@@ -119,13 +131,15 @@ def test_readonly_files_cannot_be_changed() -> None:
 
 
 def test_side_by_side_jails_have_their_own_process_budget() -> None:
-    """A fork bomb in one jail does not starve another jail of the same uid running at the same time."""
+    """A fork bomb that has used up its jail's RLIMIT_NPROC does not starve another jail of the same uid running at
+    the same time: the second one starts only once the host sees the first at its limit."""
+    token = secrets.token_hex(8)
     bomb = "import os, time\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(30)\n" \
-           "            os._exit(0)\nexcept OSError:\n    time.sleep(3)\n"
-    neighbour = "import time, subprocess\ntime.sleep(1)\nprint(subprocess.run(['echo', 'forked'], " \
-                "capture_output=True, text=True).stdout.strip())\n"
-    with ThreadPoolExecutor(2) as pool:
-        bombed = pool.submit(run_python, bomb, config=CONFIG)
-        other = pool.submit(run_python, neighbour, config=CONFIG)
-        assert other.result().stdout.strip() == "forked", other.result()
+           "            os._exit(0)\nexcept OSError:\n    time.sleep(4)\n"
+    with ThreadPoolExecutor(1) as pool:
+        bombed = pool.submit(run_python, bomb, config=CONFIG, args=[token])
+        saturated = wait_for(lambda: len(host_processes(token)) >= CONFIG.max_processes, timeout_s=10)
+        assert saturated, "the fork bomb never reached its process limit"
+        other = run_in_sandbox(["/bin/sh", "-c", "/bin/echo forked"], config=CONFIG)
+        assert other.ok and other.stdout == "forked\n", other
         assert bombed.result().exit_code == 0
