@@ -7,6 +7,7 @@ it kills the jail's PID-1 (so the kernel kills the whole PID namespace) and reap
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -92,6 +93,7 @@ class _Jail:
         self.status_read = status_read
         self.status = bytearray()
         self.init_pidfd: int | None = None
+        self.started = False  # bwrap reported its PID-1: the jail exists (the command may already be over)
         self.kept = 0
         self.output_exceeded = False
         self.timed_out = False
@@ -99,11 +101,10 @@ class _Jail:
     def _on_status(self, data: bytes) -> None:
         self.status += data
         match = CHILD_PID.search(self.status)
-        if match and self.init_pidfd is None:
-            try:
+        if match and not self.started:
+            self.started = True
+            with contextlib.suppress(ProcessLookupError):  # PID-1 already gone: the jail is over
                 self.init_pidfd = os.pidfd_open(int(match.group(1)))
-            except ProcessLookupError:  # PID-1 already gone: the jail is over
-                pass
 
     def _on_output(self, fd: int, data: bytes) -> None:
         room = self.config.max_output_bytes - self.kept
@@ -115,13 +116,11 @@ class _Jail:
 
     def kill(self) -> None:
         """SIGKILL the jail's PID-1 (the kernel then kills everything in its namespace); bwrap if it has none yet."""
-        if self.init_pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
-                return
-            except ProcessLookupError:
-                return
-        self.proc.kill()
+        if self.init_pidfd is None:
+            self.proc.kill()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
 
     def supervise(self) -> None:
         """Read output until every pipe closes, killing the jail at the deadline; a killed jail gets a bounded
@@ -214,7 +213,7 @@ def run_in_sandbox(
     finally:
         jail.close()
     wall_s = time.monotonic() - started
-    if jail.init_pidfd is None and not jail.killed:
+    if not jail.started and not jail.killed:
         raise SandboxError(f"the jail did not start: {jail.text(jail.stderr_fd)}")
     stderr = jail.text(jail.stderr_fd)
     return SandboxResult(
