@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from flows.interpreter import scripts_dir
@@ -61,20 +62,16 @@ def test_k2_ui_servers_bind_loopback_and_die_with_it(tmp_path, sig):
             process.kill()
 
 
-def test_a_stage_killed_with_sigkill_leaves_no_prefect_server(tmp_path):
-    """`k2 stage` outside `k2 run` (as `dvc repro` calls it) starts a Prefect server of its own; SIGKILL the
-    stage while that server runs and the server goes too."""
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    process = subprocess.Popen([K2, "stage", "validate"], cwd=tmp_path, env=_clean_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_once_its_prefect_server_runs(process: subprocess.Popen) -> None:
+    """SIGKILL `process` as soon as a Prefect server runs under it; assert everything under it dies too."""
     try:
         deadline = time.monotonic() + 120
-        servers = []
-        while not servers and time.monotonic() < deadline and process.poll() is None:
+        tree = []
+        while time.monotonic() < deadline and not any("prefect server" in " ".join(p.cmdline()) for p in tree):
             time.sleep(0.5)
-            servers = [p for p in descendants(process.pid) if "prefect" in " ".join(p.cmdline())]
-        assert servers, "the stage started no Prefect server"
-        tree = descendants(process.pid)
+            tree = descendants(process.pid)
+        assert any(" stage validate" in " ".join(p.cmdline()) for p in [psutil.Process(process.pid), *tree])
+        assert any("prefect server" in " ".join(p.cmdline()) for p in tree), "the stage started no Prefect server"
         process.kill()
         process.wait(30)
         left = wait_gone(tree, timeout=40)
@@ -84,23 +81,19 @@ def test_a_stage_killed_with_sigkill_leaves_no_prefect_server(tmp_path):
             process.kill()
 
 
+def test_a_stage_killed_with_sigkill_leaves_no_prefect_server(tmp_path):
+    """`k2 stage` outside `k2 run` (as `dvc repro` calls it) starts a Prefect server of its own; SIGKILL the
+    stage while that server runs and the server goes too."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    stage = subprocess.Popen([K2, "stage", "validate"], cwd=tmp_path, env=_clean_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_once_its_prefect_server_runs(stage)
+
+
 def test_a_stage_dies_with_the_process_that_started_it(tmp_path):
     """DVC starts `k2 stage NAME` through a shell from `k2 run`; SIGKILL that parent and the stage, with its
     Prefect server, goes too."""
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     starter = "import subprocess, sys, time; subprocess.Popen(['bash', '-c', sys.argv[1] + ' stage validate']); time.sleep(600)"
-    parent = subprocess.Popen([sys.executable, "-c", starter, K2], cwd=tmp_path, env=_clean_env())
-    try:
-        deadline = time.monotonic() + 120
-        tree = []
-        while time.monotonic() < deadline and not any("prefect server" in " ".join(p.cmdline()) for p in tree):
-            time.sleep(0.5)
-            tree = descendants(parent.pid)
-        assert any(" stage validate" in " ".join(p.cmdline()) for p in tree), "the stage did not start"
-        parent.kill()
-        parent.wait(30)
-        left = wait_gone(tree, timeout=40)
-        assert not left, [" ".join(p.cmdline()) for p in left]
-    finally:
-        if parent.poll() is None:
-            parent.kill()
+    _kill_once_its_prefect_server_runs(subprocess.Popen([sys.executable, "-c", starter, K2], cwd=tmp_path,
+                                                        env=_clean_env()))
