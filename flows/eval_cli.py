@@ -93,6 +93,9 @@ def results_table(results: dict[str, Any]) -> str:
 
 
 def eval_command(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    values = llm_config(args)  # bad input fails here, before the heavy imports below
     from pydantic import ValidationError
 
     from k2core.eval.harness import TaskOptions, evaluate
@@ -101,9 +104,6 @@ def eval_command(args: argparse.Namespace) -> int:
     from k2core.llm import make_backend, parse_llm_config
     from k2core.llm.loglik import LoglikelihoodBackend
 
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {args.limit}")
-    values = llm_config(args)
     try:
         cfg = parse_llm_config({**values, "cache_dir": None})  # the harness keeps its own per-sample cache
     except ValidationError as error:

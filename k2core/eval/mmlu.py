@@ -108,14 +108,16 @@ def prompt_text(q: Question, shots: list[Question], mode: Mode = "letters") -> s
 _ANSWER_PHRASE = re.compile(r"answer\s*(?:is|:)\s*(?:option\s*)?[:\-]?\s*\(?\s*([A-Da-d])\s*\)?(?![A-Za-z])",
                             re.IGNORECASE)
 _WHOLE = re.compile(r"^\W*([A-Da-d])\s*(?:[.):\]]|$)")
-_STANDALONE = re.compile(r"(?<![A-Za-z'])\(?([A-D])\)?(?![A-Za-z'])(?! [a-z])")
+_STANDALONE = re.compile(r"(?<![A-Za-z'])\(?([A-D])\)?(?![A-Za-z'])")
+_ARTICLE = re.compile(r"(?<![A-Za-z'(])A (?=[a-z])")
 
 
 def parse_choice(reply: str) -> str | None:
     """The letter a reply chooses, or None when it names none or several.
 
     In order: "answer is (B)" / "Answer: b"; a reply that starts with the letter ("B", "b.", "(C) Paris"); else the
-    single distinct capital letter A-D standing alone (a capital "A" before a lowercase word is the article).
+    single distinct capital letter A-D standing alone (a reply whose only such letter is "A" before a lowercase word,
+    the article, names none).
     """
     text = reply.strip()
     phrases = {m.upper() for m in _ANSWER_PHRASE.findall(text)}
@@ -127,6 +129,8 @@ def parse_choice(reply: str) -> str | None:
     if whole:
         return whole.group(1).upper()
     letters = set(_STANDALONE.findall(text))
+    if letters == {"A"} and not _STANDALONE.findall(_ARTICLE.sub("", text)):
+        return None  # every "A" is the article
     return letters.pop() if len(letters) == 1 else None
 
 
