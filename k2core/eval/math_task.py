@@ -13,7 +13,7 @@ from k2core.rl.rewards import RewardScorer
 
 GENERATOR = "gsm_symbolic"
 EVAL_SEED = 90_001
-DEFAULT_SIZE = 500  # the task's full set; --limit takes a seeded subset
+DEFAULT_SIZE = 250  # the task's full set; --limit takes a seeded subset of it
 REWARD_TIMEOUT_S = 5.0
 
 
