@@ -51,7 +51,7 @@ CHAINS: dict[str, list[str | None]] = {
 }
 UPSTREAM = {"pretrain": (), "sft": ("pretrain",), "rl": ("pretrain", "sft")}  # in run order
 # the metric each training step/iteration logs, and the first step number (DeepSpeed steps 1-based, RL 0-based)
-LOGGED = {"pretrain": ("pretrain/loss", 1), "sft": ("sft/loss", 1), "rl": ("rl/loss", 0)}
+LOGGED = {"pretrain": ("train/loss", 1), "sft": ("train/loss", 1), "rl": ("train/loss", 0)}
 
 
 def test_crash_point_sigkills_the_process_at_the_named_arrival(tmp_path: Path) -> None:

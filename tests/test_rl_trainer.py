@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerFast
 from k2core.chat import BOS, EOS, PAD, SPECIAL_TOKENS
 from k2core.model import K2Config, K2ForCausalLM
 from k2core.rl.batch import pack_rollouts
-from k2core.rl.trainer import RLConfig, policy_update, rl, sample_responses
+from k2core.rl.trainer import RLConfig, metric_key, policy_update, rl, sample_responses
 from k2core.tracking import InMemoryTracker
 
 TINY_SHAPES = dict(
@@ -114,7 +114,7 @@ def test_rl_runs_end_to_end_and_writes_a_checkpoint(tmp_path: Path) -> None:
     temps = [v for _, v in tracker.metrics["rl/temperature"]]
     assert temps == pytest.approx([1.0, 0.7])
     for key in ("reward_mean", "accuracy", "response_len", "clip_rate", "loss", "ptx_loss", "rl_loss"):
-        assert len(tracker.metrics[f"rl/{key}"]) == cfg.iterations
+        assert len(tracker.metrics[metric_key(key)]) == cfg.iterations
     assert tracker.last("rl/ptx_loss") > 0
     final = result["final"]
     assert 0 < final["response_len"] <= 6
@@ -217,7 +217,7 @@ def test_rl_resumes_bitwise_after_an_interrupted_iteration(straight_rl, tmp_path
 
     tracker = InMemoryTracker()
     resumed = _run(cfg, paths, tmp_path, tracker)
-    assert [step for step, _ in tracker.metrics["rl/loss"]] == [2]
+    assert [step for step, _ in tracker.metrics["train/loss"]] == [2]
     assert resumed["history"] == straight["history"]
     expected, got = _weights(straight["hf_dir"]), _weights(resumed["hf_dir"])
     assert all(torch.equal(expected[name], got[name]) for name in expected)
@@ -249,7 +249,7 @@ def test_a_finished_state_reruns_nothing_and_a_foreign_state_is_refused(straight
     out = Path(straight["hf_dir"]).parent
     tracker = InMemoryTracker()
     again = _run(cfg, paths, out, tracker)
-    assert "rl/loss" not in tracker.metrics
+    assert "train/loss" not in tracker.metrics
     assert again["final"] == straight["final"]
     with pytest.raises(ValueError, match="holds 3 RL iterations but rl.iterations is 2"):
         _run(rl_config(iterations=2), paths, out)

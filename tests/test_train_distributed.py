@@ -32,7 +32,7 @@ DENSE = MODEL.model_copy(update={"first_k_dense_replace": MODEL.num_hidden_layer
 
 
 def _losses(tracker: InMemoryTracker) -> list[float]:
-    return [value for _, value in tracker.metrics["pretrain/loss"]]
+    return [value for _, value in tracker.metrics["train/loss"]]
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -133,7 +133,7 @@ def test_two_ranks_match_one_rank_and_resume_exactly(inputs, tmp_path):
     (docs/distributed.md)."""
     tracker = _train(loop_config(**DP_RUN), inputs, tmp_path / "dp1", model=DENSE)
     reference = _losses(tracker)
-    assert all(fraction > 0 for _, fraction in tracker.metrics["pretrain/clipped_head_fraction"])
+    assert all(fraction > 0 for _, fraction in tracker.metrics["train/clipped_head_fraction"])
     args = {"cfg": loop_config(micro_batch_size=1, **DP_RUN), "out": str(tmp_path),
             **{key: str(path) for key, path in inputs.items()}}
     launch_ranks(Path(__file__), args)

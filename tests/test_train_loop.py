@@ -64,14 +64,16 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 def test_pretrain_logs_trains_and_exports(straight_run):
     metrics, tracker, out = straight_run
     assert metrics["steps"] == 6 and metrics["tokens_per_s"] > 0
-    losses = [value for _, value in tracker.metrics["pretrain/loss"]]
+    losses = [value for _, value in tracker.metrics["train/loss"]]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert metrics["final_train_loss"] == losses[-1]
-    assert [step for step, _ in tracker.metrics["pretrain/val_loss"]] == [3, 6]
-    lrs = [value for _, value in tracker.metrics["pretrain/lr"]]
+    assert [step for step, _ in tracker.metrics["eval/val_loss"]] == [3, 6]
+    lrs = [value for _, value in tracker.metrics["train/lr"]]
     assert max(lrs) == pytest.approx(3e-3) and lrs[-1] < lrs[2]
-    for key in ("pretrain/max_logit/layer_0", "pretrain/max_logit/layer_1", "pretrain/clipped_head_fraction"):
+    for key in ("train/max_logit/layer_0", "train/max_logit/layer_1", "train/clipped_head_fraction"):
         assert len(tracker.metrics[key]) == 6
+    assert {"train/tokens_per_s", "train/max_logit", "train/skipped_steps"} <= set(tracker.metrics)
+    assert all(key.split("/")[0] in ("train", "eval") for key in tracker.metrics)  # the stage is a tag, not a key
     assert (out / "hf" / "config.json").is_file() and (out / "hf" / "tokenizer.json").is_file()
     assert sorted(p.name for p in (out / "ds").iterdir()) == ["latest", "step6"]
 
@@ -84,7 +86,7 @@ def test_resume_after_crash_matches_straight_run(straight_run, inputs, tmp_path)
     assert not (tmp_path / "hf").exists()
     tracker = InMemoryTracker()
     resumed = pretrain(MODEL, cfg, inputs["corpus"], inputs["tokenizer"], tmp_path, tracker)
-    assert [step for step, _ in tracker.metrics["pretrain/loss"]] == [4, 5, 6]
+    assert [step for step, _ in tracker.metrics["train/loss"]] == [4, 5, 6]
     straight, _, straight_out = straight_run
     assert resumed["final_train_loss"] == pytest.approx(straight["final_train_loss"], rel=1e-5)
     assert resumed["final_val_loss"] == pytest.approx(straight["final_val_loss"], rel=1e-5)
@@ -108,7 +110,7 @@ def test_gradient_clipping_acts_on_raw_gradients_not_on_muon_updates(inputs, tmp
         cfg = PretrainConfig(**loop_config(steps=1, gradient_accumulation=1, gradient_clipping=max_norm,
                                            weight_decay=0.0, warmup_fraction=0.0, decay_fraction=0.0, eval_batches=1))
         pretrain(MODEL, cfg, inputs["corpus"], inputs["tokenizer"], out, tracker)
-        assert tracker.last("pretrain/grad_norm") > 10 * clip
+        assert tracker.last("train/grad_norm") > 10 * clip
         after = _weights(out)
         deltas[max_norm] = {name: after[name] - init[name] for name in after if uses_muon(name, after[name])}
     for name, delta in deltas[0.0].items():
@@ -122,7 +124,7 @@ def test_low_tau_makes_qk_clip_fire_and_is_logged(inputs, tmp_path):
     cfg = PretrainConfig(**loop_config(steps=2, gradient_accumulation=1, qk_clip_tau=1e-3, eval_every=2,
                                        checkpoint_every=2))
     pretrain(MODEL, cfg, inputs["corpus"], inputs["tokenizer"], tmp_path, tracker)
-    fractions = [v for _, v in tracker.metrics["pretrain/clipped_head_fraction"]]
+    fractions = [v for _, v in tracker.metrics["train/clipped_head_fraction"]]
     assert fractions[0] == 1.0 and fractions[1] > 0  # every head starts above tau = 1e-3
 
 
@@ -132,7 +134,7 @@ def test_sft_from_pretrained_export(straight_run, inputs, tmp_path):
     cfg = SFTConfig(**loop_config(steps=2, seq_len=48, eval_every=2, checkpoint_every=2, val_fraction=0.25))
     metrics = sft(cfg, pre_out / "hf", inputs["sft"], inputs["tokenizer"], tmp_path, tracker, model_config=MODEL)
     assert metrics["steps"] == 2 and metrics["final_val_loss"] > 0
-    assert len(tracker.metrics["sft/loss"]) == 2
+    assert len(tracker.metrics["train/loss"]) == 2
     assert K2ForCausalLM.from_pretrained(tmp_path / "hf").config == MODEL
 
 
@@ -150,7 +152,7 @@ def test_sft_loss_is_a_mean_over_target_tokens_however_the_batch_is_split(straig
         sft(cfg, pre_out / "hf", inputs["sft"], inputs["tokenizer"], tmp_path / f"{micro}x{accumulation}", tracker,
             model_config=MODEL)
         runs[micro] = tracker
-    for metric in ("sft/loss", "sft/grad_norm"):
+    for metric in ("train/loss", "train/grad_norm"):
         whole, split = ([v for _, v in runs[m].metrics[metric]] for m in (4, 1))
         torch.testing.assert_close(torch.tensor(split), torch.tensor(whole), rtol=1e-5, atol=0)
     ours, ref = _weights(tmp_path / "1x4"), _weights(tmp_path / "4x1")

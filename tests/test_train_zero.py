@@ -45,12 +45,12 @@ def test_zero_stage_matches_stage_0_in_one_process(inputs, tmp_path, stage):
     run = loop_config(steps=4, qk_clip_tau=0.002, eval_every=4, checkpoint_every=4, gradient_clipping=0.5)
     reference = _train(run, inputs, tmp_path / "stage0")
     ours = _train({**run, "zero_stage": stage}, inputs, tmp_path / f"stage{stage}")
-    fractions = ours.metrics["pretrain/clipped_head_fraction"]
+    fractions = ours.metrics["train/clipped_head_fraction"]
     assert all(fraction > 0 for _, fraction in fractions) and fractions == reference.metrics[
-        "pretrain/clipped_head_fraction"]
+        "train/clipped_head_fraction"]
     torch.testing.assert_close(torch.tensor(_losses(ours)), torch.tensor(_losses(reference)), rtol=1e-6, atol=0)
-    norms = [value for _, value in ours.metrics["pretrain/grad_norm"]]
-    ref_norms = [value for _, value in reference.metrics["pretrain/grad_norm"]]
+    norms = [value for _, value in ours.metrics["train/grad_norm"]]
+    ref_norms = [value for _, value in reference.metrics["train/grad_norm"]]
     assert min(ref_norms) > 0.5  # the clip was active on every step
     torch.testing.assert_close(torch.tensor(norms), torch.tensor(ref_norms), rtol=1e-5, atol=0)
     weights, ref = _weights(tmp_path / f"stage{stage}"), _weights(tmp_path / "stage0")

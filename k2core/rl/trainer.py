@@ -156,6 +156,17 @@ def policy_update(
     return {**metrics, "skipped_steps": float(skipped)}
 
 
+# RL metrics that mean what the pretrain/SFT loop's `train/...` keys mean; every other one is RL's own (`rl/...`).
+SHARED_KEYS = {"loss": "train/loss", "skipped_steps": "train/skipped_steps",
+               "qk_clip/global_max_logit": "train/max_logit",
+               "router/max_overload": "train/router_max_overload"}
+
+
+def metric_key(name: str) -> str:
+    """The tracking key of an RL iteration metric: stage-independent where pretraining logs the same quantity."""
+    return SHARED_KEYS.get(name, f"rl/{name}")
+
+
 def rl(
     cfg: RLConfig,
     init_dir: str | Path,
@@ -227,7 +238,7 @@ def rl(
             "reward_errors": float(sum(scorer.errors.values())),
             **update,
         }
-        tracker.log_metrics({f"rl/{k}": v for k, v in metrics.items()}, step=it)
+        tracker.log_metrics({metric_key(k): v for k, v in metrics.items()}, step=it)
         history.append({"iteration": float(it), **metrics})
         if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
             save_progress(progress, Path(out_dir))

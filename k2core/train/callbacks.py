@@ -20,18 +20,24 @@ class Callback:
         """After a DeepSpeed checkpoint for step `step` was written under `path`."""
 
 
+TRAIN_PREFIX = "train"
+EVAL_PREFIX = "eval"
+
+
 class TrackerCallback(Callback):
-    """Sends step and eval metrics to a `k2core.tracking.Tracker` under a stage prefix."""
+    """Sends step metrics as `train/<key>` and eval metrics as `eval/<key>` to a `k2core.tracking.Tracker`.
 
-    def __init__(self, tracker: Tracker, prefix: str) -> None:
+    The keys do not name the stage (the run's `k2.stage` tag does), so MLflow's compare view lines up the
+    pretrain and SFT runs metric by metric."""
+
+    def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
-        self.prefix = prefix
 
-    def _log(self, step: int, metrics: dict[str, float]) -> None:
-        self.tracker.log_metrics({f"{self.prefix}/{key}": value for key, value in metrics.items()}, step=step)
+    def _log(self, prefix: str, step: int, metrics: dict[str, float]) -> None:
+        self.tracker.log_metrics({f"{prefix}/{key}": value for key, value in metrics.items()}, step=step)
 
     def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
-        self._log(step, metrics)
+        self._log(TRAIN_PREFIX, step, metrics)
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
-        self._log(step, metrics)
+        self._log(EVAL_PREFIX, step, metrics)

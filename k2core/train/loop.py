@@ -303,7 +303,7 @@ def run_training(
     """Train `model` for cfg.steps optimizer steps (resuming from `out_dir/ds` if present).
 
     Returns final_train_loss, final_val_loss, tokens_per_s (mean over the steps run by this call), steps and
-    skipped_steps (steps whose loss or gradient was NaN or inf: not applied, logged as `{stage}/skipped_steps`).
+    skipped_steps (steps whose loss or gradient was NaN or inf: not applied, logged as `train/skipped_steps`).
     After cfg.max_consecutive_skipped_steps of them in a row, NonFiniteTrainingError stops the run before any
     further checkpoint, so the latest one on disk is from a good step. The trained module is `model` itself.
     """

@@ -46,9 +46,8 @@ def _run_stage(stage: str, model: K2ForCausalLM, tokenizer: PreTrainedTokenizerF
     tracker.log_params({f"{stage}.{key}": value for key, value in cfg.model_dump().items()})
     tracker.log_params({f"{stage}.train_sequences": len(data[0]), f"{stage}.val_sequences": len(data[1])})
     metrics = run_training(model, data[0], data[1], cfg, out_dir, stage,
-                           [TrackerCallback(tracker, stage), *callbacks])
+                           [TrackerCallback(tracker), *callbacks])
     _export(stage, model, tokenizer, out_dir)
-    tracker.log_metrics({f"{stage}/{key}": value for key, value in metrics.items()}, step=cfg.steps)
     return metrics
 
 
@@ -107,6 +106,4 @@ def sft(
             "out; raise sft.<profile>.seq_len to train on them", counts["dropped"], counts["examples"],
             counts["tool_dropped"], counts["tool_examples"], cfg.seq_len)
     metrics = _run_stage("sft", model, tokenizer, (train, val), cfg, out, tracker, callbacks)
-    chats = {f"chats_{key}": float(value) for key, value in counts.items()}
-    tracker.log_metrics({f"sft/{key}": value for key, value in chats.items()}, step=cfg.steps)
-    return {**metrics, **chats}
+    return {**metrics, **{f"chats_{key}": float(value) for key, value in counts.items()}}
