@@ -63,5 +63,5 @@ def train_and_publish(
         return train(layout.resume_dir(stage))
     work_dir = prepare_resume_dir(stage, fingerprint(configs, inputs))
     metrics = train(work_dir)
-    version = publish_checkpoint(stage, work_dir / "hf", layout.checkpoint_dir(stage), tracker)
+    version = publish_checkpoint(stage, work_dir / "hf", layout.checkpoint_dir(stage), tracker, tracker.last_step())
     return {**metrics, "model_version": int(version)}

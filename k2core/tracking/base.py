@@ -8,8 +8,20 @@ pattern). `k2core.tracking.mlflow_tracker` implements it for real runs and
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset a run read, as lineage records it: its repository path, content hash (DVC's md5, `.dir` for a
+    folder), where it lives (a local path or an `s3://` URI) and a few facts about it (size, file count)."""
+
+    name: str
+    digest: str
+    source: str
+    profile: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -79,6 +91,10 @@ class RecordingTracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.inner.set_tags(tags)
+
+    def last_step(self) -> int:
+        """The highest step any metric was logged at (0 if none): the step a stage's final model belongs to."""
+        return max((step for series in self.history.values() for step, _ in series), default=0)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.inner.log_artifact(path, artifact_path)

@@ -14,8 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from k2core.tracking.base import DatasetRef
+
 EXPERIMENT = "k2"
 PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
+CONTEXT_TAG = "mlflow.data.context"  # MLflow's own tag for how a run used a dataset input
+
+
+def registered_model_name(stage: str) -> str:
+    """The registry entry of a training stage's checkpoints (`k2-pretrain`, `k2-sft`, `k2-rl`)."""
+    return f"k2-{stage}"
 
 
 def tracking_uri(root: str | Path = ".") -> str:
@@ -102,27 +110,73 @@ class MlflowTracker:
                                    remedy="the run is marked FAILED; rerun the stage once the store is healthy"
                                    ) from exc
 
-    def register_checkpoint(self, artifact_path: str, name: str) -> str:
-        """Register the logged checkpoint folder as a new version of model `name`."""
-        from mlflow.exceptions import MlflowException
+    def log_metrics_for_model(self, metrics: dict[str, float], model_id: str | None, step: int = 0) -> None:
+        """Log `metrics` on this run and, when `model_id` is given, against that LoggedModel too (MLflow 3 links a
+        metric to a model through its `model_id`): the models view then compares checkpoints by these keys."""
+        import time
 
-        try:
-            self.client.create_registered_model(name)
-        except MlflowException:
-            pass  # already registered: add a version below
-        version = self.client.create_model_version(
-            name, source=f"runs:/{self.run_id}/{artifact_path}", run_id=self.run_id
-        )
-        return str(version.version)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step, model_id=model_id, run_id=self.run_id) for k, v in metrics.items()]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_inputs(self, datasets: list[DatasetRef], context: str, model_ids: list[str] = ()) -> None:
+        """Record the datasets this run read (MLflow dataset inputs tagged with `context`: training, evaluation or
+        synthesis) and the LoggedModels it read (e.g. the checkpoint an evaluation scored)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput
+
+        inputs = [DatasetInput(Dataset(name=d.name, digest=d.digest,
+                                       source_type="s3" if d.source.startswith("s3://") else "local",
+                                       source=json.dumps({"uri": d.source}), profile=json.dumps(d.profile)),
+                               tags=[InputTag(CONTEXT_TAG, context)]) for d in datasets]
+        models = [LoggedModelInput(model_id) for model_id in model_ids]
+        if inputs or models:
+            self.client.log_inputs(self.run_id, datasets=inputs or None, models=models or None)
+
+    def log_checkpoint_model(self, folder: str | Path, stage: str, model_id: str, step: int) -> str:
+        """Log the HF checkpoint `folder` as the pending LoggedModel `model_id` (made by `new_model`) with the
+        transformers flavor and register it as a new version of `k2-<stage>`; returns the version.
+
+        transformers' DeepseekV3ForCausalLM reads a k2 checkpoint with our logits, so a user loads it back with
+        `mlflow.transformers.load_model("models:/k2-<stage>/<version>")` and no k2 code. The requirements are
+        pinned here, not inferred (inference runs a subprocess that imports the model: seconds per checkpoint)."""
+        import mlflow
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        mlflow.set_tracking_uri(self.client.tracking_uri)  # the flavor logs through MLflow's default client
+        with self._artifact_store():
+            info = mlflow.transformers.log_model(
+                {"model": model, "tokenizer": tokenizer}, name=f"k2-{stage}", task="text-generation",
+                model_id=model_id, run_id=self.run_id, registered_model_name=registered_model_name(stage),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                  f"transformers=={transformers.__version__}"],
+                step=step, await_registration_for=0)
+        return str(info.registered_model_version)
+
+    def new_model(self, stage: str) -> str:
+        """A pending LoggedModel for this run's checkpoint, so its id can be written into the checkpoint before the
+        weights are logged (`log_checkpoint_model` finishes it)."""
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        model = self.client.create_logged_model(experiment, name=f"k2-{stage}", source_run_id=self.run_id,
+                                                tags={"k2.stage": stage})
+        return model.model_id
 
 
 @contextlib.contextmanager
 def open_run(name: str, tags: dict[str, str], root: str | Path = ".",
-             artifact_location: str | None = None) -> Iterator[MlflowTracker]:
-    """Start a run (nested under `MLFLOW_PARENT_RUN_ID` if set), end it FINISHED or FAILED."""
+             artifact_location: str | None = None, parent: str | None = None) -> Iterator[MlflowTracker]:
+    """Start a run nested under run `parent` (default: `MLFLOW_PARENT_RUN_ID` if set), end it FINISHED or FAILED."""
     client = _client(root)
     run_tags = dict(tags)
-    parent = os.environ.get(PARENT_ENV)
+    parent = parent or os.environ.get(PARENT_ENV)
     if parent:
         run_tags["mlflow.parentRunId"] = parent
     run = client.create_run(experiment_id(client, root, artifact_location), run_name=name, tags=run_tags)
