@@ -7,11 +7,9 @@ from pathlib import Path
 from k2core.faults import crash_point
 from k2core.rl import rl
 from k2core.storage import replace_dir, verify_manifest, write_json, write_manifest
-from k2core.tracking.mlflow_tracker import MlflowTracker
+from k2core.tracking.mlflow_tracker import RUN_RECORD, MlflowTracker
 from k2core.train import pretrain, sft
 from tasks import k2_task
-
-RUN_RECORD = "k2_run.json"  # beside a published checkpoint: the MLflow run and LoggedModel that made it
 
 pretrain_model = k2_task(pretrain, name="pretrain")
 finetune = k2_task(sft, name="sft")

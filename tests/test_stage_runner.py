@@ -38,7 +38,7 @@ def test_primary_rank_writes_metrics_plots_and_a_tagged_run(project):
     run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(written["mlflow_run_id"])
     assert run.data.tags["k2.stage"] == "tokenizer" and run.data.tags["k2.profile"] == "tiny"
     assert run.data.params["tokenizer.vocab_size"] == "4096"
-    assert run.data.metrics["nested.rows"] == 5.0
+    assert run.data.metrics["nested/rows"] == 5.0
 
 
 def test_other_ranks_run_the_body_but_record_nothing(project, monkeypatch):

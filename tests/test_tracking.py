@@ -45,7 +45,8 @@ def test_a_published_checkpoint_is_a_registered_logged_model_that_loads_back_wit
 
     from k2core.model import K2ForCausalLM
     from k2core.storage import read_json, write_manifest
-    from tasks.training import RUN_RECORD, publish_checkpoint
+    from k2core.tracking.mlflow_tracker import RUN_RECORD
+    from tasks.training import publish_checkpoint
     from tests.tiny_k2 import tiny_checkpoint
 
     export = tiny_checkpoint(store)

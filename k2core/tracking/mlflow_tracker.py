@@ -19,6 +19,7 @@ from k2core.tracking.base import DatasetRef
 EXPERIMENT = "k2"
 PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
 CONTEXT_TAG = "mlflow.data.context"  # MLflow's own tag for how a run used a dataset input
+RUN_RECORD = "k2_run.json"  # beside a published checkpoint: the MLflow run and LoggedModel that made it
 
 
 def registered_model_name(stage: str) -> str:
@@ -122,7 +123,7 @@ class MlflowTracker:
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
-    def log_inputs(self, datasets: list[DatasetRef], context: str, model_ids: list[str] = ()) -> None:
+    def log_inputs(self, datasets: list[DatasetRef], context: str, model_ids: list[str] | None = None) -> None:
         """Record the datasets this run read (MLflow dataset inputs tagged with `context`: training, evaluation or
         synthesis) and the LoggedModels it read (e.g. the checkpoint an evaluation scored)."""
         import json
@@ -133,7 +134,7 @@ class MlflowTracker:
                                        source_type="s3" if d.source.startswith("s3://") else "local",
                                        source=json.dumps({"uri": d.source}), profile=json.dumps(d.profile)),
                                tags=[InputTag(CONTEXT_TAG, context)]) for d in datasets]
-        models = [LoggedModelInput(model_id) for model_id in model_ids]
+        models = [LoggedModelInput(m) for m in model_ids or [] if self.has_model(m)]
         if inputs or models:
             self.client.log_inputs(self.run_id, datasets=inputs or None, models=models or None)
 
@@ -160,6 +161,16 @@ class MlflowTracker:
                                   f"transformers=={transformers.__version__}"],
                 step=step, await_registration_for=0)
         return str(info.registered_model_version)
+
+    def has_model(self, model_id: str) -> bool:
+        """Whether this tracking store holds LoggedModel `model_id` (a checkpoint may come from another store)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_logged_model(model_id)
+        except MlflowException:
+            return False
+        return True
 
     def new_model(self, stage: str) -> str:
         """A pending LoggedModel for this run's checkpoint, so its id can be written into the checkpoint before the
