@@ -33,7 +33,7 @@ from k2core.llm import ChatRequest, ChatResponse, RequestError, Usage
 from k2core.llm.messages import assistant_message
 
 DONE = "[done]"  # what a scripted agent says when it has finished; the scripted user then stops
-PER_DOMAIN = {"airline": 4, "retail": 8}  # tasks per domain in the seeded subsets (airline's 7 MB DB is slow to load)
+PER_DOMAIN = {"airline": 3, "retail": 8}  # tasks per domain in the seeded subsets (airline's 7 MB DB is slow to load)
 
 
 def reply(message: dict) -> ChatResponse:
@@ -57,7 +57,8 @@ class ScriptedUserBackend:
         if self.stops and DONE in heard:
             return reply({"role": "assistant", "content": f"Thanks, that is all. {STOP}"})
         if len(request.messages) == 2:
-            return reply({"role": "assistant", "content": f"Hello, I am calling about task {self.ids[request.messages[0]['content']]}."})
+            task_id = self.ids[request.messages[0]["content"]]
+            return reply({"role": "assistant", "content": f"Hello, I am calling about task {task_id}."})
         return reply({"role": "assistant", "content": "Please go on."})
 
 
@@ -238,9 +239,10 @@ def test_bad_arguments_are_tool_errors_not_crashes():
 # --- rewards ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trajectories() -> list[tuple[str, object, object]]:
-    """(kind, task, episode) over seeded subsets of both domains: oracle, near-miss, do-nothing, partial, silent
-    (the oracle's actions without its communicate_info) and premature (the oracle's, but the user never stops)."""
+def trajectories() -> list[tuple[str, object, object, object]]:
+    """(kind, task, episode, our reward) over seeded subsets of both domains: oracle, near-miss, do-nothing, partial,
+    silent (the oracle's actions without its communicate_info) and premature (the oracle's, but the user never
+    stops)."""
     out = []
     for domain, n in PER_DOMAIN.items():
         for task in seeded(domain, n, lambda t: t.actions is not None):
@@ -248,7 +250,8 @@ def trajectories() -> list[tuple[str, object, object]]:
             out.append(("oracle", task, converse(task, plan_messages(calls, oracle_final(task)))))
             out.append(("do-nothing", task, converse(task, plan_messages([], f"I cannot help with that. {DONE}"))))
             if last_write_index(task) is not None:
-                out.append(("near-miss", task, converse(task, plan_messages(near_miss_calls(task), oracle_final(task)))))
+                near_miss = plan_messages(near_miss_calls(task), oracle_final(task))
+                out.append(("near-miss", task, converse(task, near_miss)))
                 partial = calls[:last_write_index(task)]
                 out.append(("partial", task, converse(task, plan_messages(partial, oracle_final(task)))))
             if task.communicate_info:
@@ -256,35 +259,29 @@ def trajectories() -> list[tuple[str, object, object]]:
         premature_task = seeded(domain, 1, changes_db)[0]
         plan = plan_messages(gold_calls(premature_task), oracle_final(premature_task))
         out.append(("premature", premature_task, converse(premature_task, plan, stops=False, max_steps=60)))
-    return out
-
-
-def _reward(task, episode):
-    return score_conversation(task, episode.messages, episode.end_reason)
+    return [(kind, task, episode, score_conversation(task, episode.messages, episode.end_reason))
+            for kind, task, episode in out]
 
 
 def test_oracle_scores_1_and_do_nothing_0_where_the_gold_changes_the_db(trajectories):
-    oracle = [(t, e) for kind, t, e in trajectories if kind == "oracle"]
+    oracle = [(t, v) for kind, t, _, v in trajectories if kind == "oracle"]
     assert {t.domain for t, _ in oracle} == {"airline", "retail"} and len(oracle) == sum(PER_DOMAIN.values())
-    for task, episode in oracle:
-        verdict = _reward(task, episode)
+    for task, verdict in oracle:
         assert (verdict.reward, verdict.db, verdict.communicate) == (1.0, 1.0, 1.0), (task.domain, task.id, verdict)
         assert verdict.success
-    nothing = [(t, e) for kind, t, e in trajectories if kind == "do-nothing"]
+    nothing = [(t, v) for kind, t, _, v in trajectories if kind == "do-nothing"]
     assert any(changes_db(t) for t, _ in nothing)
-    for task, episode in nothing:
-        verdict = _reward(task, episode)
+    for task, verdict in nothing:
         expected = 0.0 if changes_db(task) or task.communicate_info else 1.0  # an unchanged DB is right for some
         assert verdict.reward == expected, (task.domain, task.id, verdict)
 
 
 def test_near_miss_partial_silent_and_premature_score_0(trajectories):
-    kinds = {kind for kind, _, _ in trajectories}
+    kinds = {kind for kind, _, _, _ in trajectories}
     assert {"near-miss", "partial", "silent", "premature"} <= kinds
-    for kind, task, episode in trajectories:
+    for kind, task, episode, verdict in trajectories:
         if kind in ("oracle", "do-nothing"):
             continue
-        verdict = _reward(task, episode)
         assert verdict.reward == 0.0 and not verdict.success, (kind, task.domain, task.id, verdict)
         if kind == "silent":
             assert (verdict.db, verdict.communicate) == (1.0, 0.0)
@@ -300,26 +297,26 @@ def test_a_successful_wrong_write_is_a_near_miss():
     def first(name):
         return next(t for t in load_tasks("retail") if t.actions and t.actions[-1].name == name)
 
-    for name, argument, new in (("cancel_pending_order", "reason", None), ("modify_user_address", "address1", "1 Elm St")):
+    other_reason = {"no longer needed": "ordered by mistake", "ordered by mistake": "no longer needed"}
+    for name, argument in (("cancel_pending_order", "reason"), ("modify_user_address", "address1")):
         task = first(name)
         calls = gold_calls(task)
         old = calls[-1]["arguments"][argument]
-        calls[-1]["arguments"][argument] = new or ("ordered by mistake" if old == "no longer needed" else "no longer needed")
+        calls[-1]["arguments"][argument] = other_reason[old] if argument == "reason" else "1 Elm St"
         episode = converse(task, plan_messages(calls, oracle_final(task)))
         assert episode.calls[-1].outcome == "ok" and episode.calls[-1].applied
-        assert _reward(task, episode).reward == 0.0
+        assert score_conversation(task, episode.messages, episode.end_reason).reward == 0.0
 
 
 def test_communicate_info_matches_case_and_commas_as_tau2():
-    task = next(t for t in load_tasks("retail") if any("." in i for i in t.communicate_info))
-    info = task.communicate_info[0]
+    task = next(t for t in load_tasks("retail") if any(re.fullmatch(r"\d{4,}\.\d+", i) for i in t.communicate_info))
+    info = next(i for i in task.communicate_info if re.fullmatch(r"\d{4,}\.\d+", i))
     whole, cents = info.split(".")
-    with_comma = f"{int(whole):,}.{cents}" if len(whole) > 3 else info
-    calls = gold_calls(task)
-    rest = " ".join(task.communicate_info[1:])
-    messages = [{"role": "assistant", "content": "Hi"},
-                *[m for m in converse(task, plan_messages(calls, f"TOTAL {with_comma.upper()} {rest} {DONE}")).messages]]
-    assert score_conversation(task, messages, "user_stop").communicate == 1.0
+    others = " ".join(i.upper() for i in task.communicate_info if i != info)
+    said = [{"role": "assistant", "content": f"Your refund is ${int(whole):,}.{cents}. {others}"}]
+    assert "," in said[0]["content"] and score_conversation(task, said, "user_stop").communicate == 1.0
+    half = [{"role": "assistant", "content": f"Your refund is {others}"}]
+    assert score_conversation(task, half, "user_stop").communicate == 0.0
     user_says_it = [{"role": "user", "content": " ".join(task.communicate_info)}]
     assert score_conversation(task, user_says_it, "user_stop").communicate == 0.0  # only the agent's words count
 
@@ -417,9 +414,10 @@ def as_tau2(messages: list[dict]) -> list:
     out = []
     for message in messages:
         if message["role"] == "assistant":
-            calls = [m.ToolCall(id=c["id"], name=c["function"]["name"], arguments=json.loads(c["function"]["arguments"]))
-                     for c in message.get("tool_calls") or []]
-            out.append(m.AssistantMessage(role="assistant", content=message["content"] or None, tool_calls=calls or None))
+            functions = [(c["id"], c["function"]) for c in message.get("tool_calls") or []]
+            calls = [m.ToolCall(id=i, name=fn["name"], arguments=json.loads(fn["arguments"])) for i, fn in functions]
+            out.append(m.AssistantMessage(role="assistant", content=message["content"] or None,
+                                          tool_calls=calls or None))
         elif message["role"] == "tool":
             out.append(m.ToolMessage(id=message["tool_call_id"], role="tool", content=message["content"],
                                      requestor="assistant", error=message["content"].startswith("Error: ")))
@@ -433,13 +431,13 @@ def test_our_reward_agrees_with_tau2s_evaluator(trajectories, tau2_evaluate):
     tau2_tasks = {d: {t.id: t for t in importlib.import_module(f"tau2.domains.{d}.environment").get_tasks(None)}
                   for d in PER_DOMAIN}
     compared = []
-    for kind, task, episode in trajectories:
+    for kind, task, episode, verdict in trajectories:
         run = simulation.SimulationRun(id="x", task_id=task.id, start_time="0", end_time="0", duration=0.0,
                                        termination_reason=episode.end_reason, messages=as_tau2(episode.messages[1:]))
-        theirs = tau2_evaluate.evaluate_simulation(run, tau2_tasks[task.domain][task.id], tau2_evaluate.EvaluationType.ALL,
-                                                  solo_mode=False, domain=task.domain).reward
-        ours = _reward(task, episode).reward
-        compared.append((kind, task.domain, task.id, ours, theirs))
+        theirs = tau2_evaluate.evaluate_simulation(run, tau2_tasks[task.domain][task.id],
+                                                  tau2_evaluate.EvaluationType.ALL, solo_mode=False,
+                                                  domain=task.domain).reward
+        compared.append((kind, task.domain, task.id, verdict.reward, theirs))
     disagree = [c for c in compared if c[3] != c[4]]
     assert not disagree, disagree
     assert len(compared) >= 40 and {c[3] for c in compared} == {0.0, 1.0}

@@ -51,16 +51,24 @@ class Tau2Reward:
 
 def agent_calls(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The assistant's tool calls, in order, as `{"name", "arguments"}`."""
-    return [{"name": (c.get("function") or {}).get("name", ""), "arguments": (c.get("function") or {}).get("arguments", {})}
-            for m in messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []]
+    functions = [c.get("function") or {} for m in messages if m.get("role") == "assistant"
+                 for c in m.get("tool_calls") or []]
+    return [{"name": fn.get("name", ""), "arguments": fn.get("arguments", {})} for fn in functions]
 
 
 def replay_hash(domain: str, calls: Sequence[dict[str, Any]]) -> str:
     """The DB hash after executing `calls` on a fresh environment of `domain`."""
+    if not calls:
+        return _initial_hash(domain)
     env = Tau2Env(domain)
     for call in calls:
         env.step(call)
     return env.db_hash()
+
+
+@cache
+def _initial_hash(domain: str) -> str:
+    return Tau2Env(domain).db_hash()
 
 
 @cache

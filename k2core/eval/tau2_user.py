@@ -27,7 +27,8 @@ class LLMUser:
     """One conversation's simulated customer. A reply the backend refuses, or an empty one, ends the conversation
     as a user error (τ² scores it 0)."""
 
-    def __init__(self, backend: ChatBackend, task: Tau2Task, max_tokens: int, seed: int, temperature: float = 0.0) -> None:
+    def __init__(self, backend: ChatBackend, task: Tau2Task, max_tokens: int, seed: int,
+                 temperature: float = 0.0) -> None:
         self.backend, self.max_tokens, self.seed, self.temperature = backend, max_tokens, seed, temperature
         self.messages: list[dict[str, str]] = [{"role": "system", "content": user_system_prompt(task)}]
         self.done = False
