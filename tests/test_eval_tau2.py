@@ -106,8 +106,13 @@ def seeded(domain: str, n: int, keep=lambda t: True) -> list:
 
 
 @functools.cache
+def pristine(domain: str) -> Tau2Env:
+    """One untouched environment per domain, for its initial hash and tool types (never stepped)."""
+    return Tau2Env(domain)
+
+
 def initial_hash(domain: str) -> str:
-    return Tau2Env(domain).db_hash()
+    return pristine(domain).db_hash()
 
 
 def changes_db(task) -> bool:
@@ -116,8 +121,7 @@ def changes_db(task) -> bool:
 
 def last_write_index(task) -> int | None:
     """The index of the task's last gold action whose tool writes the DB."""
-    env = Tau2Env(task.domain)
-    writes = [i for i, a in enumerate(task.actions or ()) if env._env.tools.tool_type(a.name).value == "write"]
+    writes = [i for i, a in enumerate(task.actions or ()) if pristine(task.domain).writes(a.name)]
     return writes[-1] if writes else None
 
 
@@ -234,6 +238,8 @@ def test_bad_arguments_are_tool_errors_not_crashes():
     assert env.step({"name": "get_order_details", "arguments": "[1]"}) == "Error: the arguments must be a JSON object"
     assert env.step({"name": "get_order_details", "arguments": {"order_id": "#nope"}}).startswith("Error: ")
     assert env.errors == 3 and env.db_hash() == initial_hash("retail")
+    assert env.writes("cancel_pending_order") and not env.writes("get_order_details") and not env.writes("nope")
+    assert [c.applied for c in env.log] == [False] * 3
 
 
 # --- rewards ---------------------------------------------------------------------------------------------------

@@ -39,12 +39,13 @@ class Tau2Env:
         self._env = module.get_environment()
         if self._env.user_tools is not None:
             raise ValueError(f"τ² domain {domain} gives the user tools, which this environment does not model")
-        self._message = importlib.import_module("tau2.data_model.message")
+        self._tool_call = importlib.import_module("tau2.data_model.message").ToolCall
         self.log: list[CallRecord] = []
 
-    @property
-    def tools(self) -> list[str]:
-        return list(self._env.tools.get_tools())
+    def writes(self, name: str) -> bool:
+        """Whether `name` is one of the domain's tools that write the DB (τ²'s WRITE tool type)."""
+        toolkit = self._env.tools
+        return toolkit.has_tool(name) and toolkit.tool_type(name).value == "write"
 
     def tool_specs(self, names: list[str] | None = None) -> list[dict[str, Any]]:
         """The domain's tools as OpenAI function specs (τ²'s own schemas from the signatures and docstrings)."""
@@ -64,10 +65,9 @@ class Tau2Env:
         if problem is not None:
             self.log.append(CallRecord(name, {}, problem, "error", False))
             return problem
-        response = self._env.get_response(self._message.ToolCall(id="", name=name, arguments=arguments))
-        writes = self._env.tools.has_tool(name) and self._env.tools.tool_type(name).value == "write"
+        response = self._env.get_response(self._tool_call(id="", name=name, arguments=arguments))
         self.log.append(CallRecord(name, arguments, response.content or "", "error" if response.error else "ok",
-                                   writes and not response.error))
+                                   self.writes(name) and not response.error))
         return response.content or ""
 
     @property
