@@ -25,6 +25,7 @@ QUARANTINE_DIR = Path("data/quarantine")
 TOKENIZER_DIR = Path("artifacts/tokenizer")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
+REPORT_PATH = Path("reports/bench.html")  # the checkpoint comparison report bench writes
 
 
 def checkpoint_dir(stage: str) -> Path:

@@ -53,8 +53,14 @@ def _dep_hashes(root: Path, stage: str, paths: list[str]) -> dict[str, dict[str,
         return entries
 
 
+def is_dvc_project(root: Path) -> bool:
+    return (root / ".dvc").is_dir() and (root / "dvc.yaml").is_file()
+
+
 def stage_datasets(root: Path, stage: str, storage_root: str | None) -> list[DatasetRef]:
-    """Every dataset `stage` reads, hashed as DVC hashes it."""
+    """Every dataset `stage` reads, hashed as DVC hashes it; none outside a DVC project (no hashes to name them by)."""
+    if not is_dvc_project(root):
+        return []
     paths = data_deps(root, stage)
     hashes = _dep_hashes(root, stage, paths)
     refs = []
@@ -69,10 +75,16 @@ def stage_datasets(root: Path, stage: str, storage_root: str | None) -> list[Dat
     return refs
 
 
+def checkpoint_record(folder: Path) -> dict[str, Any]:
+    """The run record beside a published checkpoint (stage, MLflow run and LoggedModel ids); {} for a folder k2 did
+    not publish."""
+    record = folder / RUN_RECORD
+    return read_json(record) if record.is_file() else {}
+
+
 def checkpoint_model_id(folder: Path) -> str | None:
     """The MLflow LoggedModel id recorded beside a published checkpoint (None for a folder k2 did not publish)."""
-    record = folder / RUN_RECORD
-    return read_json(record).get("mlflow_model_id") if record.is_file() else None
+    return checkpoint_record(folder).get("mlflow_model_id")
 
 
 def input_model_ids(root: Path, stage: str) -> list[str]:
@@ -86,9 +98,9 @@ def input_model_ids(root: Path, stage: str) -> list[str]:
 
 
 def log_stage_inputs(run: MlflowTracker, root: Path, stage: str, storage_root: str | None) -> list[DatasetRef]:
-    """Log what `stage` reads on its run: its datasets (context by stage) and the checkpoints' LoggedModels. Nothing
-    outside a DVC project (no hashes to name the data by)."""
-    if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file():
+    """Log what `stage` reads on its run: its datasets (context by stage) and the checkpoints' LoggedModels; nothing
+    outside a DVC project."""
+    if not is_dvc_project(root):
         return []
     datasets = stage_datasets(root, stage, storage_root)
     run.log_inputs(datasets, input_context(stage), input_model_ids(root, stage))

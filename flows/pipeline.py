@@ -22,23 +22,27 @@ from k2core.storage import read_json
 from k2core.tracking.mlflow_tracker import PARENT_ENV, open_run
 from tasks.dvc_stage import reproduce
 
-SUMMARY_SCORES = ("val_loss", "bits_per_byte", "math_accuracy", "tool_pass1")
+# Summary column -> (bench task, metric) in metrics/bench.json.
+SUMMARY_SCORES = {"val_loss": ("heldout_lm", "val_loss"), "bits_per_byte": ("heldout_lm", "bits_per_byte"),
+                  "math_accuracy": ("math", "accuracy"), "tool_pass1": ("tool", "pass1")}
 LOWER_IS_BETTER = frozenset({"val_loss", "bits_per_byte"})
 
 
 def checkpoint_summary(root: Path) -> list[dict[str, Any]]:
     """One row per published checkpoint: its benchmark scores and the MLflow run that trained it."""
     bench_path = root / layout.metrics_path("bench")
-    bench = read_json(bench_path) if bench_path.exists() else {}
+    models = read_json(bench_path)["models"] if bench_path.exists() else {}
     rows = []
     for stage in layout.CHECKPOINT_STAGES:
         run_file = root / layout.checkpoint_dir(stage) / "k2_run.json"
-        scores = bench.get(stage, {})
+        tasks = models.get(stage, {}).get("tasks", {})
+        scores = {column: tasks[task]["metrics"][metric]["value"] for column, (task, metric) in SUMMARY_SCORES.items()
+                  if metric in tasks.get(task, {}).get("metrics", {})}
         rows.append(
             {
                 "checkpoint": stage,
                 "mlflow_run_id": read_json(run_file)["mlflow_run_id"] if run_file.exists() else "-",
-                **{key: scores[key] for key in SUMMARY_SCORES if key in scores},
+                **scores,
             }
         )
     return rows

@@ -42,6 +42,14 @@ if [ "${1:-}" = "--dev" ]; then
   "${PIP[@]}" -r requirements-dev.txt
   # IFEval's checker code, the anchor tests/test_eval_ifeval_anchor.py compares against (its `datasets` dep is unused)
   "${PIP[@]}" --no-deps if-verifiable==0.1.2
+  # headless Chromium renders the bench's HTML report in tests/test_bench_mlflow.py
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -q && apt-get install -y -q --no-install-recommends chromium
+    else
+      echo "[setup] warning: the report test needs Chromium: sudo apt-get install chromium" >&2
+    fi
+  fi
 fi
 echo "[setup] k2 (editable)"
 "${PIP[@]}" --no-deps -e .

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from k2core.agentic.tasks import generate_tasks, task_to_row
-from k2core.eval.bench import BenchConfig, heldout_texts, run_bench
-from k2core.tracking import InMemoryTracker
+from k2core.eval.bench import BenchConfig, bench_metrics, heldout_texts, run_bench, task_result
 from k2core.train.data import is_validation
 from tests.test_rl_trainer import TEXTS, build_tokenizer, tiny_model, write_pipeline_inputs
 
@@ -42,7 +41,11 @@ def test_heldout_texts_are_pretrainings_validation_documents(tmp_path: Path) -> 
     assert texts == expected[:8] and 0 < len(texts) < len(corpus)
 
 
-def test_run_bench_writes_one_section_per_checkpoint(tmp_path: Path) -> None:
+def _value(entry: dict, task: str, metric: str) -> float:
+    return entry["tasks"][task]["metrics"][metric]["value"]
+
+
+def test_run_bench_writes_one_section_per_checkpoint_under_the_same_keys(tmp_path: Path) -> None:
     data = write_data_dir(tmp_path)
     tokenizer = build_tokenizer(tmp_path / "tok")
     ckpts = {}
@@ -50,19 +53,36 @@ def test_run_bench_writes_one_section_per_checkpoint(tmp_path: Path) -> None:
         tiny_model(len(tokenizer), seed=seed).save_pretrained(tmp_path / name)
         ckpts[name] = tmp_path / name
     out = tmp_path / "metrics" / "bench.json"
-    tracker = InMemoryTracker()
-    results = run_bench(ckpts, tmp_path / "tok", data, bench_config(), tracker, out)
+    seen = []
+
+    def on_result(name, entry):
+        seen.append((name, sorted(entry["tasks"])))
+        return {"mlflow_run_id": f"run-{name}"}
+
+    results = run_bench(ckpts, tmp_path / "tok", data, bench_config(), on_result, out)
 
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
-    assert set(results) == {"pretrain", "rl"}
-    for metrics in results.values():
-        assert math.isfinite(metrics["val_loss"]) and metrics["bits_per_byte"] > 0
-        assert 0.0 <= metrics["math_accuracy"] <= 1.0 and metrics["math_problems"] == 2
-        assert 0.0 <= metrics["tool_pass1"] <= 1.0 and metrics["tool_tasks"] == 1
-        assert not any("^" in key for key in metrics)
-    assert results["pretrain"]["val_loss"] != results["rl"]["val_loss"]
-    assert tracker.last("rl/math_accuracy") == results["rl"]["math_accuracy"]
-    assert tracker.dicts["bench.json"] == results
+    models = results["models"]
+    assert seen == [("pretrain", ["heldout_lm", "math", "tool"]), ("rl", ["heldout_lm", "math", "tool"])]
+    for name, entry in models.items():
+        assert (entry["kind"], entry["path"], entry["mlflow_run_id"]) == ("checkpoint", str(ckpts[name]), f"run-{name}")
+        assert math.isfinite(_value(entry, "heldout_lm", "val_loss")) and _value(entry, "heldout_lm", "bits_per_byte") > 0
+        assert 0.0 <= _value(entry, "math", "accuracy") <= 1.0 and entry["tasks"]["math"]["n"] == 2
+        assert 0.0 <= _value(entry, "tool", "pass1") <= 1.0 and entry["tasks"]["tool"]["n"] == 1
+        assert entry["tasks"]["heldout_lm"]["details"]["tokens"] > 0
+    assert _value(models["pretrain"], "heldout_lm", "val_loss") != _value(models["rl"], "heldout_lm", "val_loss")
+    keys = {name: bench_metrics(entry["tasks"]) for name, entry in models.items()}
+    assert set(keys["pretrain"]) == set(keys["rl"]) and "bench/math/accuracy" in keys["rl"]
+    assert keys["rl"]["bench/math/accuracy"] == _value(models["rl"], "math", "accuracy")
+    assert all(key.startswith("bench/") and "^" not in key for key in keys["rl"])
+
+
+def test_bench_metrics_carry_intervals_where_a_task_has_them() -> None:
+    tasks = {"mmlu": {"n": 10, "metrics": {"accuracy": {"value": 0.5, "ci95": [0.2, 0.8]}}},
+             "math": task_result({"accuracy": 1, "note": "x"}, 3)}
+    assert bench_metrics(tasks) == {"bench/mmlu/accuracy": 0.5, "bench/mmlu/accuracy/ci95_low": 0.2,
+                                    "bench/mmlu/accuracy/ci95_high": 0.8, "bench/math/accuracy": 1.0}
+    assert tasks["math"] == {"n": 3, "metrics": {"accuracy": {"value": 1.0, "ci95": None}}, "details": {"note": "x"}}
 
 
 def test_a_chat_backend_is_benchmarked_as_the_agent_on_the_same_tool_tasks(tmp_path: Path) -> None:
@@ -74,13 +94,14 @@ def test_a_chat_backend_is_benchmarked_as_the_agent_on_the_same_tool_tasks(tmp_p
     tokenizer.save_pretrained(str(tmp_path / "rl"))
     served = {"served_rl": {"kind": "k2", "path": str(tmp_path / "rl"), "device": "cpu", "dtype": "float32"}}
     cfg = bench_config(tool_max_turns=3, tool_max_new_tokens=8, tool_agents=served)
-    results = run_bench({"rl": tmp_path / "rl"}, tmp_path / "tok", data, cfg)
-    agent, checkpoint = results["served_rl"], results["rl"]
-    assert set(agent) == {key for key in checkpoint if key.startswith("tool_")}
-    assert agent["tool_tasks"] == 1
-    for key in agent:  # the in-memory path also counts the calls K2's parser dropped
-        if key != "tool_malformed_tool_calls":
-            assert agent[key] == checkpoint[key], key
+    models = run_bench({"rl": tmp_path / "rl"}, tmp_path / "tok", data, cfg)["models"]
+    agent, checkpoint = models["served_rl"], models["rl"]
+    assert (agent["kind"], agent["backend"], sorted(agent["tasks"])) == ("backend", "k2", ["tool"])
+    ours, theirs = agent["tasks"]["tool"], checkpoint["tasks"]["tool"]
+    assert ours["n"] == 1 and set(ours["metrics"]) == set(theirs["metrics"])
+    for key in ours["metrics"]:  # the in-memory path also counts the calls K2's parser dropped
+        if key != "malformed_tool_calls":
+            assert ours["metrics"][key] == theirs["metrics"][key], key
     with pytest.raises(ValueError, match="reuse checkpoint names"):
         run_bench({"served_rl": tmp_path / "rl"}, tmp_path / "tok", data, cfg)
 

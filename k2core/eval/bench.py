@@ -1,5 +1,8 @@
 """One benchmark over the pipeline's checkpoints (pretrain, SFT, RL), written as a single metrics JSON.
 
+Each model's result is a set of tasks in the evaluation harness's summary shape (`task_result`), so its scores map
+to the same tracking keys for every model (`bench_metrics`: `bench/<task>/<metric>`).
+
 Per checkpoint: validation loss and bits per byte on the pretraining stage's held-out corpus
 documents (same hash split as `k2core.train.data.pack_corpus`, so set `heldout_fraction` and
 `heldout_seed` to pretrain's `val_fraction` and `seed`), greedy accuracy on the held-out math
@@ -8,6 +11,7 @@ problems (split "test"), and pass^1 on the tool-environment test tasks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,6 @@ from k2core.eval.tool_env import evaluate_agent, evaluate_tool_use, tool_metrics
 from k2core.llm import LLMConfig, make_backend
 from k2core.model import K2ForCausalLM
 from k2core.storage import read_parquet, write_json
-from k2core.tracking import Tracker
 from k2core.train.data import is_validation
 
 
@@ -63,31 +66,70 @@ def heldout_texts(data_dir: str | Path, cfg: BenchConfig) -> list[str]:
     return texts[: cfg.lm_max_docs]
 
 
+Entry = dict[str, Any]  # one evaluated model: {"kind", "tasks": {task: task result}, ...}
+
+
+def task_result(values: dict[str, Any], n: int, details: dict[str, Any] | None = None) -> Entry:
+    """One task's numbers in the harness's summary shape (`TaskResult.as_dict`): each numeric metric's value and 95%
+    interval (None: these evaluators keep no per-sample scores to bootstrap); anything else under `details`."""
+    metrics = {key: {"value": float(value), "ci95": None}
+               for key, value in values.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    details = {**{key: value for key, value in values.items() if key not in metrics}, **(details or {})}
+    return {"n": n, "metrics": metrics, **({"details": details} if details else {})}
+
+
+def _tool_task(result: dict[str, Any]) -> Entry:
+    values = {key.removeprefix("tool_"): value for key, value in tool_metrics(result).items()}
+    return task_result({k: v for k, v in values.items() if k not in ("tasks", "trials")}, int(result["tasks"]))
+
+
 def evaluate_checkpoint(
     ckpt_dir: str | Path, tokenizer_dir: str | Path, data_dir: str | Path, cfg: BenchConfig
-) -> dict[str, Any]:
-    """All benchmark metrics of one HF checkpoint folder (tool-use ones prefixed `tool_`, pass^1 is `tool_pass1`)."""
+) -> dict[str, Entry]:
+    """The tasks of one HF checkpoint folder: `heldout_lm` (val_loss, bits_per_byte), `math` (accuracy, ...) and
+    `tool` (pass1, ...), each as `task_result`."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = K2ForCausalLM.from_pretrained(str(ckpt_dir)).to(device)
     model.eval()
     texts = heldout_texts(data_dir, cfg)
-    metrics: dict[str, Any] = evaluate_lm(model, tokenizer, texts, cfg.lm_seq_len, cfg.lm_batch_size)
+    lm = evaluate_lm(model, tokenizer, texts, cfg.lm_seq_len, cfg.lm_batch_size)
     problems = read_parquet(_join(data_dir, "math.parquet"))
     problems = problems[problems["split"] == "test"].head(cfg.math_max_problems).reset_index(drop=True)
-    metrics.update(evaluate_math(model, tokenizer, problems, cfg.math_max_new_tokens, cfg.math_batch_size,
-                                 cfg.reward_timeout_s))
+    math = evaluate_math(model, tokenizer, problems, cfg.math_max_new_tokens, cfg.math_batch_size, cfg.reward_timeout_s)
     tool = evaluate_tool_use(model, tokenizer, read_parquet(_join(data_dir, "tool_tasks.parquet")),
                              max_turns=cfg.tool_max_turns, max_new_tokens=cfg.tool_max_new_tokens,
                              max_tasks=cfg.tool_max_tasks)
-    return {**metrics, **tool_metrics(tool)}
+    return {
+        "heldout_lm": task_result({"val_loss": lm["val_loss"], "bits_per_byte": lm["bits_per_byte"]}, len(texts),
+                                  {"tokens": lm["tokens"], "bytes": lm["bytes"]}),
+        "math": task_result({k.removeprefix("math_"): v for k, v in math.items() if k != "math_problems"},
+                            int(math["math_problems"])),
+        "tool": _tool_task(tool),
+    }
 
 
-def evaluate_tool_agent(llm: LLMConfig, data_dir: str | Path, cfg: BenchConfig) -> dict[str, Any]:
-    """Tool-use metrics (`tool_` prefixed, as for checkpoints) of a chat backend playing the agent."""
+def evaluate_tool_agent(llm: LLMConfig, data_dir: str | Path, cfg: BenchConfig) -> dict[str, Entry]:
+    """The `tool` task (as for checkpoints) of a chat backend playing the agent."""
     tasks = read_parquet(_join(data_dir, "tool_tasks.parquet"))
-    return tool_metrics(evaluate_agent(make_backend(llm), tasks, max_turns=cfg.tool_max_turns,
-                                       max_tokens=cfg.tool_max_new_tokens, max_tasks=cfg.tool_max_tasks))
+    return {"tool": _tool_task(evaluate_agent(make_backend(llm), tasks, max_turns=cfg.tool_max_turns,
+                                              max_tokens=cfg.tool_max_new_tokens, max_tasks=cfg.tool_max_tasks))}
+
+
+def bench_metrics(tasks: dict[str, Entry]) -> dict[str, float]:
+    """One model's scores as tracking metrics, the same keys for every model: `bench/<task>/<metric>`, and its
+    interval as `bench/<task>/<metric>/ci95_low` and `.../ci95_high` where known."""
+    out: dict[str, float] = {}
+    for task, result in tasks.items():
+        for metric, estimate in result["metrics"].items():
+            key = f"bench/{task}/{metric}"
+            out[key] = float(estimate["value"])
+            if estimate.get("ci95"):
+                out[f"{key}/ci95_low"], out[f"{key}/ci95_high"] = map(float, estimate["ci95"])
+    return out
+
+
+OnResult = Callable[[str, Entry], dict[str, Any] | None]
 
 
 def run_bench(
@@ -95,29 +137,30 @@ def run_bench(
     tokenizer_dir: str | Path,
     data_dir: str | Path,
     cfg: BenchConfig,
-    tracker: Tracker | None = None,
+    on_result: OnResult | None = None,
     out_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate each named checkpoint (e.g. pretrain, sft, rl), and each of `cfg.tool_agents` on the tool tasks, into
-    `{name: metrics}`.
+    """Evaluate each named checkpoint (e.g. pretrain, sft, rl), and each of `cfg.tool_agents` on the tool task, into
+    `{"models": {name: {"kind": "checkpoint" | "backend", "path" | "backend", "tasks": {...}}}}`.
 
-    The result is logged to `tracker` (numbers as `NAME/metric`, the whole as `bench.json`) and written
-    to `out_path` as JSON when given.
+    `on_result(name, entry)` is called as each model finishes (the bench stage logs it to MLflow there) and what it
+    returns is added to the entry. The result is written to `out_path` as JSON when given.
     """
     clash = sorted(set(cfg.tool_agents) & set(checkpoints))
     if clash:
         raise ValueError(f"bench.tool_agents {clash} reuse checkpoint names; rename them")
-    results: dict[str, Any] = {}
-    jobs = [(name, lambda c=ckpt: evaluate_checkpoint(c, tokenizer_dir, data_dir, cfg)) for name, ckpt in
-            checkpoints.items()]
-    jobs += [(name, lambda llm=llm: evaluate_tool_agent(llm, data_dir, cfg)) for name, llm in cfg.tool_agents.items()]
-    for name, job in tqdm(jobs, desc="bench", unit="model"):
-        results[name] = job()
-        if tracker is not None:
-            tracker.log_metrics({f"{name}/{key}": float(value) for key, value in results[name].items()
-                                 if isinstance(value, (int, float))})
-    if tracker is not None:
-        tracker.log_dict(results, "bench.json")
+    jobs: list[tuple[str, Entry, Callable[[], dict[str, Entry]]]] = [
+        (name, {"kind": "checkpoint", "path": str(ckpt)},
+         lambda c=ckpt: evaluate_checkpoint(c, tokenizer_dir, data_dir, cfg)) for name, ckpt in checkpoints.items()]
+    jobs += [(name, {"kind": "backend", "backend": llm.kind}, lambda llm=llm: evaluate_tool_agent(llm, data_dir, cfg))
+             for name, llm in cfg.tool_agents.items()]
+    models: dict[str, Entry] = {}
+    for name, entry, job in tqdm(jobs, desc="bench", unit="model"):
+        entry["tasks"] = job()
+        if on_result is not None:
+            entry.update(on_result(name, entry) or {})
+        models[name] = entry
+    results = {"models": models}
     if out_path is not None:
         write_json(results, out_path)
     return results
