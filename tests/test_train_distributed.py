@@ -180,7 +180,7 @@ if __name__ == "__main__":
     _worker(json.loads(sys.argv[1]))
 
 
-def test_a_lock_left_by_a_killed_deepspeed_op_build_does_not_hang_the_next_run():
+def test_a_lock_left_by_a_killed_deepspeed_op_build_does_not_hang_the_next_run(tmp_path):
     """torch's plain build-lock file, left when a process is SIGKILLed while DeepSpeed JIT-builds its CPU
     shared-memory op, would make every later `deepspeed.initialize` wait forever."""
     script = (
@@ -191,12 +191,15 @@ def test_a_lock_left_by_a_killed_deepspeed_op_build_does_not_hang_the_next_run()
         "from k2core.train.distributed import build_deepspeed_comm_op\n"
         "builder = get_accelerator().create_op_builder('ShareMemCommBuilder')\n"
         "assert builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME)\n"
-        "lock = Path(_get_build_directory(builder.name, verbose=False)) / 'lock'\n"
+        "folder = Path(_get_build_directory(builder.name, verbose=False))\n"
+        "folder.mkdir(parents=True, exist_ok=True)\n"
+        "lock = folder / 'lock'\n"
         "lock.write_text('')  # what a build killed by SIGKILL leaves\n"
         "build_deepspeed_comm_op()\n"
         "assert builder.name in type(builder)._loaded_ops and not lock.exists()\n"
         "print('built')\n"
     )
-    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    # A build folder of its own: a fake lock in the shared one would stall (or be taken for) a real build elsewhere.
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip().endswith("built"), result.stdout + result.stderr
