@@ -32,30 +32,39 @@ def _sha256(fs, path: str) -> str:
     return digest.hexdigest()
 
 
-def _files(fs, root: str) -> list[str]:
-    """Paths of every file under `root` relative to it ('/'-separated), the manifest itself left out."""
-    root = root.rstrip("/")
-    names = sorted(path[len(root) + 1:] for path in fs.find(root))
-    return [name for name in names if name != MANIFEST]
+def file_sha256(uri: str | Path) -> str:
+    """sha256 of one local or remote file, read in 1 MiB chunks."""
+    return _sha256(*filesystem(uri))
 
 
-def write_manifest(folder: str | Path, stage: str | None = None,
-                   known: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, dict[str, object]]:
-    """Hash every file of `folder` and write its manifest last; returns the file entries.
+def file_entries(folder: str | Path, known: Mapping[str, Mapping[str, object]] | None = None,
+                 leave_out: frozenset[str] = frozenset({MANIFEST})) -> dict[str, dict[str, object]]:
+    """{relative path ('/'-separated): {"sha256", "size"}} for every file under `folder` but `leave_out`.
 
     `known` holds entries already verified against these very bytes (a folder just copied from a verified one), so
-    they are not hashed again. `stage` names the k2 stage that rebuilds the folder (for the error message).
+    they are not hashed again.
     """
     fs, root = filesystem(folder)
+    root = root.rstrip("/")
     entries: dict[str, dict[str, object]] = {}
-    for name in _files(fs, root):
-        path = f"{root.rstrip('/')}/{name}"
+    for name in sorted(path[len(root) + 1:] for path in fs.find(root)):
+        if name in leave_out:
+            continue
+        path = f"{root}/{name}"
         size = int(fs.size(path))
         previous = (known or {}).get(name)
         if previous is not None and previous.get("size") == size:
             entries[name] = dict(previous)
         else:
             entries[name] = {"sha256": _sha256(fs, path), "size": size}
+    return entries
+
+
+def write_manifest(folder: str | Path, stage: str | None = None,
+                   known: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, dict[str, object]]:
+    """Hash every file of `folder` (reusing `known` entries, see `file_entries`) and write its manifest last;
+    returns the file entries. `stage` names the k2 stage that rebuilds the folder (for the error message)."""
+    entries = file_entries(folder, known)
     write_json({"format": FORMAT, "stage": stage, "files": entries}, f"{str(folder).rstrip('/')}/{MANIFEST}")
     return entries
 

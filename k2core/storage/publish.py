@@ -26,22 +26,15 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 
 from k2core.storage.fs import staging_dir, swap_in
+from k2core.storage.manifest import file_entries, file_sha256
 from k2core.storage.root import RetryConfig, StorageError, describe_failure, root_filesystem, storage_uri
 
 PUBLISHED = "published.json"
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def build_manifest(folder: Path, relative: str) -> dict[str, Any]:
     """The manifest of a local folder: every file's sha256 and size; the version is a digest over them."""
-    files = {
-        str(file.relative_to(folder)): {"sha256": file_sha256(file), "size": file.stat().st_size}
-        for file in sorted(p for p in folder.rglob("*") if p.is_file())
-    }
+    files = file_entries(folder, leave_out=frozenset())  # a checkpoint's own manifest.json is published too
     version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     return {"path": relative, "version": version, "files": files}
 
