@@ -79,12 +79,15 @@ def test_every_stage_wrote_its_outputs(reproduced):
     for stage in layout.STAGES:
         metrics = json.loads((work / layout.metrics_path(stage)).read_text())
         assert metrics["mlflow_run_id"]
-    bench = json.loads((work / layout.metrics_path("bench")).read_text())
+    models = json.loads((work / layout.metrics_path("bench")).read_text())["models"]
     for stage in layout.CHECKPOINT_STAGES:
-        scores = bench[stage]
-        assert scores["val_loss"] > 0 and scores["bits_per_byte"] > 0
-        assert 0.0 <= scores["math_accuracy"] <= 1.0
-        assert 0.0 <= scores["tool_pass1"] <= 1.0
+        scores = {f"{task}/{metric}": estimate["value"] for task, result in models[stage]["tasks"].items()
+                  for metric, estimate in result["metrics"].items()}
+        assert scores["heldout_lm/val_loss"] > 0 and scores["heldout_lm/bits_per_byte"] > 0
+        assert 0.0 <= scores["math/accuracy"] <= 1.0
+        assert 0.0 <= scores["tool/pass1"] <= 1.0
+    report = (work / layout.REPORT_PATH).read_text()
+    assert all(f">{stage}<" in report for stage in layout.CHECKPOINT_STAGES) and "data:image/png;base64," in report
 
 
 def test_mlflow_has_a_tagged_run_per_stage_and_registered_checkpoints(reproduced):
@@ -94,7 +97,9 @@ def test_mlflow_has_a_tagged_run_per_stage_and_registered_checkpoints(reproduced
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("k2")
     runs = client.search_runs([experiment.experiment_id])
-    by_stage = {run.data.tags["k2.stage"]: run for run in runs if run.data.tags["k2.stage"] != "pipeline"}
+    runs = [client.get_run(run.info.run_id) for run in runs]  # with their inputs and outputs
+    by_stage = {run.data.tags["k2.stage"]: run for run in runs
+                if run.data.tags["k2.stage"] != "pipeline" and "k2.bench.model" not in run.data.tags}
     assert set(by_stage) == set(layout.STAGES)
     for stage, run in by_stage.items():
         assert run.info.status == "FINISHED"
@@ -102,13 +107,32 @@ def test_mlflow_has_a_tagged_run_per_stage_and_registered_checkpoints(reproduced
         assert tags["dvc.stage"] == stage and tags["k2.profile"] == "ci"
         assert len(tags["git.commit"]) >= 40 and tags["k2.params_hash"]
         assert tags["prefect.flow_run_id"]
-    pretrain = by_stage["pretrain"]
-    logged = set(client.get_run(pretrain.info.run_id).data.metrics)
-    assert {"pretrain/loss", "pretrain/lr", "pretrain/tokens_per_s", "pretrain/max_logit",
-            "pretrain/clipped_head_fraction", "pretrain/val_loss"} <= logged
+    for stage in ("pretrain", "sft"):  # the same keys whichever stage trained
+        logged = set(client.get_run(by_stage[stage].info.run_id).data.metrics)
+        assert {"train/loss", "train/lr", "train/tokens_per_s", "train/max_logit", "train/clipped_head_fraction",
+                "train/skipped_steps", "eval/val_loss"} <= logged, stage
+        assert not any(key.startswith(f"{stage}/") for key in logged)
+    assert {"train/loss", "rl/reward_mean"} <= set(client.get_run(by_stage["rl"].info.run_id).data.metrics)
+    models = json.loads((work / layout.metrics_path("bench")).read_text())["models"]
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     for stage in layout.CHECKPOINT_STAGES:
         versions = client.search_model_versions(f"name='k2-{stage}'")
         assert [v.run_id for v in versions] == [by_stage[stage].info.run_id]
+        model = client.get_logged_model(models[stage]["model_id"])
+        assert versions[0].source == f"models:/{model.model_id}" and model.source_run_id == by_stage[stage].info.run_id
+        evaluation = client.get_run(models[stage]["mlflow_run_id"])
+        assert evaluation.data.tags["mlflow.parentRunId"] == by_stage["bench"].info.run_id
+        bench_keys = {k for k in evaluation.data.metrics if k.startswith("bench/")}
+        assert "bench/math/accuracy" in bench_keys and bench_keys <= {m.key for m in model.metrics}
+    assert len({frozenset(client.get_run(models[s]["mlflow_run_id"]).data.metrics)
+                for s in layout.CHECKPOINT_STAGES}) == 1
+    for stage, run in by_stage.items():  # each stage's data inputs carry the hashes dvc.lock recorded
+        hashes = {dep["path"]: dep["md5"] for dep in lock[stage]["deps"]}
+        inputs = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+        assert inputs and all(hashes[name] == digest for name, digest in inputs.items()), stage
+    assert {i.dataset.name for i in by_stage["sft"].inputs.dataset_inputs} == {
+        "checkpoints/pretrain", "data/validated/sft.parquet", "artifacts/tokenizer"}
+    assert [m.model_id for m in by_stage["sft"].inputs.model_inputs] == [models["pretrain"]["model_id"]]
 
 
 def test_k2_run_ends_with_the_table_the_best_checkpoint_and_the_ui_commands(reproduced):
@@ -117,9 +141,10 @@ def test_k2_run_ends_with_the_table_the_best_checkpoint_and_the_ui_commands(repr
     header = next(i for i, line in enumerate(lines) if line.startswith("checkpoint") and "mlflow_run_id" in line)
     table = lines[header: header + 6]
     assert [row.split()[0] for row in table[2:]] == [*layout.CHECKPOINT_STAGES, "best"], table
-    bench = json.loads((work / layout.metrics_path("bench")).read_text())
+    models = json.loads((work / layout.metrics_path("bench")).read_text())["models"]
     best = dict(zip(table[0].split(), table[-1].split()))
-    lowest = min(layout.CHECKPOINT_STAGES, key=lambda stage: bench[stage]["val_loss"])
+    lowest = min(layout.CHECKPOINT_STAGES,
+                 key=lambda stage: models[stage]["tasks"]["heldout_lm"]["metrics"]["val_loss"]["value"])
     assert lowest in best["val_loss"].split("=")
     assert ".venv/bin/k2 ui" in output and "mlflow ui --backend-store-uri sqlite:///" in output
 

@@ -140,7 +140,10 @@ def test_mlflow_artifacts_are_on_s3(s3_run):
     assert {run.data.tags["k2.stage"] for run in runs} >= {*layout.STAGES, "pipeline"}
     fs, _ = root_filesystem(ROOT, None)
     sft = next(run for run in runs if run.data.tags["k2.stage"] == "sft")
-    assert fs.exists(sft.info.artifact_uri.removeprefix("s3://") + "/checkpoint/model.safetensors")
+    outputs = client.get_run(sft.info.run_id).outputs.model_outputs
+    model = client.get_logged_model(outputs[0].model_id)  # the published checkpoint
+    assert model.artifact_location.startswith(f"{ROOT}/mlartifacts/")
+    assert fs.exists(model.artifact_location.removeprefix("s3://") + "/model/model.safetensors")
 
 
 def test_no_secret_is_written_anywhere(s3_run):

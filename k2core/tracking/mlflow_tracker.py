@@ -150,8 +150,9 @@ class MlflowTracker:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(str(folder))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        local = str(Path(folder).resolve())  # an absolute name is no Hub repo id: the flavor looks nothing up online
+        model = AutoModelForCausalLM.from_pretrained(local)
+        tokenizer = AutoTokenizer.from_pretrained(local)
         mlflow.set_tracking_uri(self.client.tracking_uri)  # the flavor logs through MLflow's default client
         with self._artifact_store():
             info = mlflow.transformers.log_model(
