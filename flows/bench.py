@@ -29,6 +29,9 @@ SHARED_TAGS = ("dvc.stage", "k2.profile", "git.commit", "k2.params_hash", "k2.st
                "prefect.flow_run_name")
 
 
+RESULT_ARTIFACT = "bench/result.json"  # one name on every evaluation run, so the compare view lines them up too
+
+
 class EvaluationRuns:
     """Logs each model's result, as the bench finishes it, to a child run of the bench run."""
 
@@ -53,7 +56,7 @@ class EvaluationRuns:
         with open_run(f"bench-{name}", tags, self.root, self.artifact_location, parent=self.parent.run_id) as run:
             run.log_inputs(self._inputs(entry), "evaluation", [model_id] if model_id else [])
             run.log_metrics_for_model(bench_metrics(entry["tasks"]), model_id)
-            run.log_dict(entry, f"bench/{name}.json")
+            run.log_dict(entry, RESULT_ARTIFACT)
         return {"mlflow_run_id": run.run_id, "model_id": model_id, "training_run_id": record.get("mlflow_run_id")}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.bench import EvaluationRuns
+from flows.bench import RESULT_ARTIFACT, EvaluationRuns
 from flows.report import write_report
 from k2core.eval.bench import bench_metrics, run_bench
 from k2core.storage import write_manifest
@@ -70,6 +70,7 @@ def test_each_model_has_a_nested_evaluation_run_with_the_same_keys(benched):
         assert tags["k2.stage"] == "bench" and tags["git.commit"] == "abc123" and tags["k2.profile"] == "tiny"
         expected = bench_metrics(entry["tasks"])
         assert run.data.metrics == expected
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "bench")] == [RESULT_ARTIFACT]
         keys.append(set(run.data.metrics))
     assert keys[0] == keys[1] and keys[2] == {k for k in keys[0] if k.startswith("bench/tool/")}
     assert "k2.model_id" not in client.get_run(models["served_sft"]["mlflow_run_id"]).data.tags

@@ -104,6 +104,8 @@ def curves_figure(models: list[ModelReport]) -> str:
     keys = [key for key in CURVE_KEYS if any(len(m.curves.get(key, [])) > 0 for m in models)]
     if not keys:
         return "<p>No training curves were found for these models.</p>"
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = _grid(len(keys), 3)
     for axis, key in zip(axes, keys):
         for i, model in enumerate(models):
@@ -114,6 +116,7 @@ def curves_figure(models: list[ModelReport]) -> str:
                           color=PALETTE[i % len(PALETTE)], label=model.name)
         axis.set_title(key, fontsize=9)
         axis.set_xlabel("step", fontsize=8)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
