@@ -579,3 +579,42 @@ def test_harness_tasks_score_the_gold_backend(single_turn: list[BfclRecord], tmp
     assert run_task(multi, replay, tmp_path, progress=False).metrics["accuracy"].value == 1.0
     lines = [json.loads(line) for line in (tmp_path / "bfcl.samples.jsonl").read_text().splitlines()]
     assert {line["group"] for line in lines} >= {"live_multiple", "simple_python"}
+
+
+def test_bfcl_task_reports_each_category_and_the_leaderboard_groups_as_bfcl_aggregates(tmp_path) -> None:
+    """Per-category and group figures equal `aggregate` over the per-sample verdicts; a group is reported only
+    when the subset has all its categories; a refused sample fails in its own category."""
+    from k2core.eval.bfcl_task import bfcl_task, metrics
+    from k2core.eval.harness import GenerateSolver, Output, Sample, Score, Task, TaskOptions, run_task
+
+    cats = ["simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple",
+            "live_relevance", "irrelevance"]
+    passed = {c: [True, False, True][: 1 + i % 3] for i, c in enumerate(cats)}  # 1-3 samples, mixed verdicts
+    samples = [Sample(id=f"{c}/{j}", input=[{"role": "user", "content": "q"}], metadata={"category": c})
+               for c in cats for j in range(len(passed[c]))]
+    verdict = {s.id: passed[s.metadata["category"]][int(s.id.split("/")[1])] for s in samples}
+
+    def score(sample: Sample, output: Output) -> Score:
+        return Score(value=float(verdict[sample.id]), group=sample.metadata["category"])
+
+    task = Task("bfcl", samples, GenerateSolver(4), score, metrics(samples))
+    result = run_task(task, Constant(), tmp_path, progress=False, resamples=50)
+    expected = aggregate(BfclResult(i, i.split("/")[0], v) for i, v in verdict.items()).scores
+    got = {k: v.value for k, v in result.metrics.items()}
+    assert set(got) == {"accuracy", "macro_accuracy", *(f"category/{c}" for c in cats), "simple", "non_live",
+                        "relevance"}  # irrelevance (the group) needs live_irrelevance too
+    assert {c: got[f"category/{c}"] for c in cats} == pytest.approx({c: sum(v) / len(v) for c, v in passed.items()})
+    assert {g: got[g] for g in ("simple", "non_live", "relevance")} == pytest.approx(
+        {g: expected[g] for g in ("simple", "non_live", "relevance")})
+    assert got["non_live"] == pytest.approx(((1 + 0.5 + 2 / 3) / 3 + 1 + 0.5 + 2 / 3) / 4)  # by hand
+    real = bfcl_task(TaskOptions(limit=5, seed=0))
+    refused = real.refusal(real.samples[0], Output(error="too long"))
+    assert (refused.value, refused.group) == (0.0, real.samples[0].metadata["category"])
+
+
+class Constant:
+    backend_id = "constant"
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        return ChatResponse(message={"role": "assistant", "content": "ok"}, usage=Usage(prompt_tokens=1,
+                                                                                         completion_tokens=1))

@@ -11,7 +11,7 @@ from k2core.errors import UserError
 from k2core.eval.harness import (GenerateSolver, LoglikelihoodSolver, Output, Sample, Score, Task, checker_scorer,
                                  evaluate, run_task, subset)
 from k2core.eval.sample_cache import SampleCache
-from k2core.eval.stats import ACCURACY, MACRO_ACCURACY, bootstrap, group_mean, mean, summarise
+from k2core.eval.stats import ACCURACY, MACRO_ACCURACY, Metric, TableMetric, bootstrap, group_mean, mean, summarise
 from k2core.llm import ChatResponse, RequestError, Usage
 
 
@@ -195,3 +195,85 @@ def test_gsm_symbolic_task_scores_gold_answers_1_and_wrong_ones_0():
     assert right.metrics["accuracy"].value == 1.0
     wrong = run_task(task, MathReplier(task, lambda g: f"\\boxed{{{float(g) + 1}}}"), progress=False)
     assert wrong.metrics["accuracy"].value == 0.0
+
+
+def test_ratio_metric_is_a_micro_average_and_resamples_whole_samples():
+    """Instruction-level accuracy pools instructions over prompts; its interval resamples prompts."""
+    followed, given = [2, 0, 1, 3], [3, 1, 1, 3]
+    named = [{"followed": f, "given": g} for f, g in zip(followed, given)]
+    inst = Metric("inst", value="followed", per="given")
+    est = summarise([inst, ACCURACY], [0.0, 0.0, 1.0, 1.0], [None] * 4, resamples=300, seed=1, named=named)
+    assert est["inst"].value == pytest.approx(6 / 8)  # not the mean of per-prompt shares (0.667 + 0 + 1 + 1) / 4
+    rng = np.random.default_rng(1)  # the same resamples, by hand: each draws whole prompts
+    by_hand = []
+    for _ in range(300):
+        idx = rng.integers(0, 4, 4)
+        by_hand.append(np.take(followed, idx).sum() / np.take(given, idx).sum())
+    assert (est["inst"].ci_low, est["inst"].ci_high) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
+    with pytest.raises(ValueError, match="named values \\['missing'\\]"):
+        summarise([Metric("m", value="missing")], [1.0], [None])
+
+
+def test_table_metrics_see_group_names_and_the_existing_metrics_are_unchanged():
+    values, groups = [1.0, 0.0, 1.0, 1.0, 0.0], ["b", "a", "b", None, "a"]
+    def only_b(t):
+        chosen = t.columns["value"][t.groups == t.labels.index("b")]
+        return float(chosen.mean()) if len(chosen) else float("nan")
+
+    est = summarise([TableMetric("b", only_b), ACCURACY, MACRO_ACCURACY], values, groups, resamples=200, seed=5)
+    assert (est["b"].value, est["b"].ci_low, est["b"].ci_high) == (1.0, 1.0, 1.0)  # resamples without "b" skipped
+    # ACCURACY and MACRO_ACCURACY through the table give what `bootstrap` gives on the raw arrays
+    codes = np.unique(np.asarray([g or "" for g in groups]), return_inverse=True)[1]
+    assert est["accuracy"] == bootstrap(mean, np.asarray(values), codes, 200, 5)
+    assert est["macro_accuracy"] == bootstrap(group_mean, np.asarray(values), codes, 200, 5)
+
+
+def test_named_values_are_logged_and_a_task_scores_its_own_refusals(tmp_path):
+    sample = Sample(id="p", input=[{"role": "user", "content": "x"}])
+
+    def score(s, o):
+        return Score(value=1.0, values={"followed": 2.0, "given": 2.0})
+
+    def refusal(s, o):
+        return Score(value=0.0, values={"followed": 0.0, "given": 2.0}, reason=f"refused: {o.error}", group="g")
+
+    metrics = [ACCURACY, Metric("inst", value="followed", per="given")]
+    ok = run_task(Task("named", [sample], GenerateSolver(4), score, metrics, refusal), Counting(), tmp_path,
+                  progress=False)
+    assert ok.metrics["inst"].value == 1.0
+    line = json.loads((tmp_path / "named.samples.jsonl").read_text())
+    assert line["values"] == {"followed": 2.0, "given": 2.0}
+    other = Sample(id="q", input=[{"role": "user", "content": "y"}])
+    mixed = run_task(Task("named", [sample, other], GenerateSolver(4), score, metrics, refusal),
+                     RefusingSome({"y"}), tmp_path, progress=False)
+    assert mixed.errors == 1 and mixed.metrics["inst"].value == 0.5 and mixed.metrics["accuracy"].value == 0.5
+    refused_line = json.loads((tmp_path / "named.samples.jsonl").read_text().splitlines()[1])
+    assert refused_line["reason"].startswith("refused: ") and refused_line["group"] == "g"
+
+
+class RefusingSome(Counting):
+    """Refuses requests whose last message is in `refuse`, answers the rest as Counting does."""
+
+    backend_id = "refusing-some"
+
+    def __init__(self, refuse):
+        super().__init__()
+        self.refuse = refuse
+
+    def complete(self, request):
+        if request.messages[-1]["content"] in self.refuse:
+            raise RequestError("too long")
+        return super().complete(request)
+
+
+def test_the_registry_imports_a_task_module_only_when_that_task_is_built():
+    import subprocess
+    import sys
+
+    code = ("import sys; from k2core.eval.registry import TASKS, build_tasks; from k2core.eval.harness import "
+            "TaskOptions; heavy = ['k2core.eval.ifeval', 'k2core.eval.bfcl_task', 'k2core.eval.tau2_task', "
+            "'k2core.eval.humaneval_task', 'k2core.eval.mmlu']; before = [m for m in heavy if m in sys.modules]; "
+            "build_tasks(['ifbench'], TaskOptions(limit=2)); "
+            "print(before, [m for m in heavy if m in sys.modules], len(TASKS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert " ".join(out) == "[] ['k2core.eval.ifeval'] 10"

@@ -391,3 +391,36 @@ def test_ifbench_harness_task_scores_prompt_level_strict():
     bad = task.scorer(single, Output(completion=""))
     assert (good.value, bad.value) == (1.0, 0.0) and "strict=True" in good.reason and "empty response" in bad.reason
     assert len(task.samples) == 294 and single.input == [{"role": "user", "content": record.prompt}]
+
+
+def test_ifbench_harness_task_reports_ifevals_four_accuracies_as_aggregate_does(tmp_path):
+    """The task's prompt- and instruction-level strict and loose figures equal `aggregate` over the same replies
+    (instruction level pooled over instructions, not averaged per prompt); a refusal follows none of them."""
+    from k2core.eval.harness import Output, TaskOptions, run_task
+    from k2core.eval.registry import TASKS
+    from k2core.llm import ChatResponse, Usage
+
+    task = TASKS["ifbench"](TaskOptions(limit=60, seed=2))
+    by_key = {r.key: r for r in load_ifbench()}
+
+    class Echo:  # replies with the prompt, in bold when its length is odd: mixed strict and loose verdicts
+        backend_id = "echo"
+
+        def complete(self, request):
+            text = request.messages[-1]["content"]
+            reply = f"**{text}**" if len(text) % 2 else text
+            return ChatResponse(message={"role": "assistant", "content": reply}, usage=Usage(prompt_tokens=1,
+                                                                                              completion_tokens=1))
+
+    result = run_task(task, Echo(), tmp_path, progress=False, resamples=100)
+    replies = [(by_key[s.id], f"**{s.input[0]['content']}**" if len(s.input[0]["content"]) % 2
+                else s.input[0]["content"]) for s in task.samples]
+    expected = aggregate([check_response(record, reply) for record, reply in replies])
+    got = {k: v.value for k, v in result.metrics.items()}
+    assert got == pytest.approx({k: expected[k] for k in ("prompt_strict", "prompt_loose", "inst_strict", "inst_loose")})
+    assert 0 < got["inst_strict"] < got["inst_loose"] and got["prompt_strict"] < got["inst_strict"]
+    per_prompt = [sum(i.strict for i in check_response(r, t).instructions) / len(r.instruction_ids) for r, t in replies]
+    assert got["inst_strict"] != pytest.approx(sum(per_prompt) / len(per_prompt))  # pooled, not a mean of shares
+    refused = task.refusal(task.samples[0], Output(error="too long"))
+    assert refused.value == 0.0 and refused.values["inst_loose"] == 0.0
+    assert refused.values["instructions"] == len(by_key[task.samples[0].id].instruction_ids)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from k2core.errors import UserError
 from k2core.eval.sample_cache import SampleCache, sample_key
-from k2core.eval.stats import ACCURACY, Estimate, Metric, summarise
+from k2core.eval.stats import ACCURACY, AnyMetric, Estimate, summarise
 from k2core.llm.base import ChatBackend, ChatRequest
 from k2core.llm.errors import RequestError
 from k2core.llm.loglik import LoglikelihoodBackend
@@ -64,15 +64,20 @@ class Output(BaseModel):
 
     prompt: Any = None  # what was sent: chat messages or a raw-text prompt
     completion: str = ""  # the reply's text
+    completions: list[str] | None = None  # every reply, when the solver draws several per sample (pass@k)
     message: dict[str, Any] | None = None  # the whole assistant message (tool calls included)
     choice_logprobs: list[float] | None = None
     error: str | None = None  # the backend refused this request (too long for the context, ...): scored 0
 
 
 class Score(BaseModel):
+    """One sample's verdict: its `value` (what ACCURACY averages), and any further named per-sample quantities the
+    task's metrics read (`values`, e.g. {"inst_strict": 2, "instructions": 3}: see `k2core.eval.stats`)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     value: float
+    values: dict[str, float] = Field(default_factory=dict)
     answer: str | None = None
     reason: str = ""
     group: str | None = None
@@ -90,6 +95,11 @@ class Solver(Protocol):
 Scorer = Callable[[Sample, Output], Score]
 
 
+def refused(sample: Sample, output: Output) -> Score:
+    """How a sample the backend refused scores by default: 0, with the backend's reason."""
+    return Score(value=0.0, reason=f"backend refused the request: {output.error}")
+
+
 @dataclass(frozen=True)
 class TaskOptions:
     """What every task factory may use: subset size, seed, generation budget, whether log-likelihoods exist, and for
@@ -99,7 +109,8 @@ class TaskOptions:
     seed: int = 0
     max_tokens: int = 256
     loglikelihood: bool = False
-    trials: int = 1  # conversations per sample, for tasks scored by pass^k (τ²)
+    trials: int = 1  # conversations per sample, for tasks scored by pass^k (τ²); replies per problem for pass@k
+    temperature: float = 0.0  # sampling temperature where a task draws several replies per sample (pass@k)
     user_backend: ChatBackend | None = None  # a simulated user's model (τ²); None: the backend under evaluation
 
 
@@ -109,7 +120,8 @@ class Task:
     samples: list[Sample]
     solver: Solver
     scorer: Scorer
-    metrics: list[Metric] = field(default_factory=lambda: [ACCURACY])
+    metrics: list[AnyMetric] = field(default_factory=lambda: [ACCURACY])
+    refusal: Scorer = refused  # scores a refused sample (a task whose metrics read groups or named values keeps them)
 
 
 @dataclass
@@ -190,10 +202,16 @@ class TaskResult:
 
 
 def _log_line(sample: Sample, output: Output, score: Score, cached: bool) -> str:
-    response: Any = output.choice_logprobs if output.choice_logprobs is not None else output.completion
+    response: Any = output.completion
+    if output.choice_logprobs is not None:
+        response = output.choice_logprobs
+    elif output.completions is not None:
+        response = output.completions
     record = {"id": sample.id, "prompt": output.prompt, "response": response, "answer": score.answer,
               "target": sample.target, "score": score.value, "reason": score.reason, "group": score.group,
               "error": output.error, "cached": cached}
+    if score.values:
+        record["values"] = score.values
     if output.message and output.message.get("tool_calls"):
         record["tool_calls"] = output.message["tool_calls"]
     return json.dumps(record, ensure_ascii=False)
@@ -233,12 +251,13 @@ def run_task(task: Task, backend: ChatBackend, out_dir: str | Path | None = None
                 bar.update()
     finally:
         bar.close()
-    scores = [Score(value=0.0, reason=f"backend refused the request: {o.error}") if o.error else task.scorer(s, o)
+    scores = [task.refusal(s, o) if o.error else task.scorer(s, o)
               for s, (o, _) in zip(task.samples, outputs, strict=True)]
     if out_dir is not None:
         lines = [_log_line(s, o, sc, cached) for s, (o, cached), sc in zip(task.samples, outputs, scores, strict=True)]
         write_text("\n".join(lines) + "\n", Path(out_dir) / f"{task.name}.samples.jsonl")
-    metrics = summarise(task.metrics, [s.value for s in scores], [s.group for s in scores], resamples, seed)
+    metrics = summarise(task.metrics, [s.value for s in scores], [s.group for s in scores], resamples, seed,
+                        [s.values for s in scores])
     generated = sum(not cached for _, cached in outputs)
     return TaskResult(task.name, len(scores), metrics, generated, sum(o.error is not None for o, _ in outputs))
 

@@ -1,30 +1,47 @@
-"""Task names `k2 eval --tasks` and the bench accept, each a factory of a `Task` from `TaskOptions`."""
+"""Task names `k2 eval --tasks` and the bench accept, each a factory of a `Task` from `TaskOptions`.
+
+Each name maps to a `LazyTask`: the task's module is imported only when the task is built, so `k2 eval --tasks mmlu`
+does not pay for the IFEval checkers', BFCL's or τ²'s imports.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass, field
+from typing import Any
 
 from k2core.errors import UserError
-from k2core.eval.bfcl_task import bfcl_multi_turn_task, bfcl_task
 from k2core.eval.harness import Task, TaskOptions
-from k2core.eval.ifeval_task import ifbench_task
-from k2core.eval.math_task import math_task
-from k2core.eval.mmlu import mmlu_task
-from k2core.eval.tau2_task import tau2_task
 
 TaskFactory = Callable[[TaskOptions], Task]
 
+
+@dataclass(frozen=True)
+class LazyTask:
+    """`module.factory(*args, options, **kwargs)`, the module imported at the first call."""
+
+    module: str
+    factory: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, options: TaskOptions) -> Task:
+        factory = getattr(importlib.import_module(self.module), self.factory)
+        return factory(*self.args, options, **self.kwargs)  # type: ignore[no-any-return]
+
+
 TASKS: dict[str, TaskFactory] = {
-    "mmlu": partial(mmlu_task, "mmlu", shots=0),
-    "mmlu_5shot": partial(mmlu_task, "mmlu_5shot", shots=5),
-    "mmlu_cloze": partial(mmlu_task, "mmlu_cloze", shots=0, mode="cloze"),
-    "gsm_symbolic": math_task,
-    "ifbench": ifbench_task,
-    "bfcl": bfcl_task,
-    "bfcl_multi_turn": bfcl_multi_turn_task,
-    "tau2_airline": partial(tau2_task, "airline"),
-    "tau2_retail": partial(tau2_task, "retail"),
+    "mmlu": LazyTask("k2core.eval.mmlu", "mmlu_task", ("mmlu",), {"shots": 0}),
+    "mmlu_5shot": LazyTask("k2core.eval.mmlu", "mmlu_task", ("mmlu_5shot",), {"shots": 5}),
+    "mmlu_cloze": LazyTask("k2core.eval.mmlu", "mmlu_task", ("mmlu_cloze",), {"shots": 0, "mode": "cloze"}),
+    "gsm_symbolic": LazyTask("k2core.eval.math_task", "math_task"),
+    "ifbench": LazyTask("k2core.eval.ifeval_task", "ifbench_task"),
+    "humaneval": LazyTask("k2core.eval.humaneval_task", "humaneval_task"),
+    "bfcl": LazyTask("k2core.eval.bfcl_task", "bfcl_task"),
+    "bfcl_multi_turn": LazyTask("k2core.eval.bfcl_task", "bfcl_multi_turn_task"),
+    "tau2_airline": LazyTask("k2core.eval.tau2_task", "tau2_task", ("airline",)),
+    "tau2_retail": LazyTask("k2core.eval.tau2_task", "tau2_task", ("retail",)),
 }
 
 
