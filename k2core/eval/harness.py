@@ -102,8 +102,9 @@ def refused(sample: Sample, output: Output) -> Score:
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """What every task factory may use: subset size, seed, generation budget, whether log-likelihoods exist, and for
-    agentic tasks the trials per sample and the simulated user's backend."""
+    """What every task factory may use: subset size, seed, generation budget, whether log-likelihoods exist, for
+    agentic tasks the trials per sample and the simulated user's backend, for pass@k the replies per problem and
+    their temperature, and for lm_loss its text."""
 
     limit: int | None = None
     seed: int = 0
@@ -111,6 +112,7 @@ class TaskOptions:
     loglikelihood: bool = False
     trials: int = 1  # conversations per sample, for tasks scored by pass^k (τ²); replies per problem for pass@k
     temperature: float = 0.0  # sampling temperature where a task draws several replies per sample (pass@k)
+    texts: str | None = None  # held-out text file for lm_loss (.txt, .jsonl, .parquet); None: its default text
     user_backend: ChatBackend | None = None  # a simulated user's model (τ²); None: the backend under evaluation
 
 

@@ -38,6 +38,7 @@ TASKS: dict[str, TaskFactory] = {
     "gsm_symbolic": LazyTask("k2core.eval.math_task", "math_task"),
     "ifbench": LazyTask("k2core.eval.ifeval_task", "ifbench_task"),
     "humaneval": LazyTask("k2core.eval.humaneval_task", "humaneval_task"),
+    "lm_loss": LazyTask("k2core.eval.lm_task", "lm_task"),
     "bfcl": LazyTask("k2core.eval.bfcl_task", "bfcl_task"),
     "bfcl_multi_turn": LazyTask("k2core.eval.bfcl_task", "bfcl_multi_turn_task"),
     "tau2_airline": LazyTask("k2core.eval.tau2_task", "tau2_task", ("airline",)),
