@@ -121,3 +121,34 @@ def test_extraction_and_comparison() -> None:
     assert extract_code("def f():\n    return 1") == "def f():\n    return 1"
     assert same_value([["a", 2]], [["a", 2]]) and not same_value(1, True) and not same_value(True, 1)
     assert same_value(0.1 + 0.2, 0.3) and not same_value("3", 3) and not same_value([1], [1, 2])
+
+
+def test_the_expected_outputs_are_nowhere_in_the_jail() -> None:
+    """A candidate that searches every string object of its process, every frame, every file under /sandbox and
+    /tmp, the environment and stdin for markers finds the marker given as an INPUT (so the search works) and never
+    the one that only an expected output holds: test 0 passes exactly when the search sees the input marker alone,
+    test 1 would need the hidden marker."""
+    inp, hidden = "EXPECT-in0001", "EXPECT-zz9999"
+    sample = {"prompt": "Write search(x).", "entry_point": "search",
+              "tests": [{"args": [inp], "expected": [inp]}, {"args": [0], "expected": [inp, hidden]}]}
+    searcher = (
+        "import gc, os, sys\n"
+        "def search(x):\n"
+        "    tag = 'EXP' + 'ECT-'\n"
+        "    pool = [o for o in gc.get_objects() if isinstance(o, str)]\n"
+        "    for frame in sys._current_frames().values():\n"
+        "        while frame:\n"
+        "            pool += [repr(v) for v in frame.f_locals.values()]\n"
+        "            frame = frame.f_back\n"
+        "    for d in ('/sandbox', '/tmp'):\n"
+        "        pool += [open(os.path.join(d, f), errors='replace').read() for f in os.listdir(d)]\n"
+        "    pool += list(os.environ.values()) + [sys.stdin.read()]\n"
+        "    hits = set()\n"
+        "    for s in pool:\n"
+        "        start = s.find(tag)\n"
+        "        while start >= 0:\n"
+        "            hits.add(s[start:start + 13])\n"
+        "            start = s.find(tag, start + 1)\n"
+        "    return sorted(h for h in hits if len(h) == 13)\n"
+    )
+    assert QUICK.score(sample, fenced(searcher)) == (0.5, {"passed": 1, "tests": 2, "run": "finished"})

@@ -3,7 +3,8 @@ style of FACTS Grounding); reward 1 when the judge finds none, else 0.
 
 Two judges behind one `Judge` protocol: `LLMJudge` asks any `ChatBackend` with a fixed prompt (temperature 0) and
 parses its reply; `OverlapJudge` is an offline, non-LLM baseline that calls a sentence unsupported when too few of
-its content words (numbers always count) occur in the context. A sample is `{"context", "question"}`.
+its content words occur in the context, or when it holds a number the context does not (a changed figure is the
+commonest unsupported claim and shifts the overlap by one word only). A sample is `{"context", "question"}`.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _content_words(text: str) -> set[str]:
 
 
 class OverlapJudge:
-    """Offline baseline: a sentence is unsupported when under `threshold` of its content words are in the context."""
+    """Offline baseline: a sentence is unsupported when under `threshold` of its content words are in the context
+    or one of its numbers is not."""
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
@@ -94,7 +96,8 @@ class OverlapJudge:
         unsupported = []
         for sentence in filter(None, (s.strip() for s in _SPLIT.split(response))):
             words = _content_words(sentence)
-            if words and len(words & known) / len(words) < self.threshold:
+            new_numbers = any(ch.isdigit() for w in words - known for ch in w)
+            if words and (new_numbers or len(words & known) / len(words) < self.threshold):
                 unsupported.append(sentence)
         return Judgement(not unsupported, tuple(unsupported))
 
