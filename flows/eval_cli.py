@@ -113,7 +113,8 @@ def eval_command(args: argparse.Namespace) -> int:
     print(f"k2 eval: loading {cfg.kind} model ...", file=sys.stderr, flush=True)
     backend = make_backend(cfg)
     options = TaskOptions(limit=args.limit, seed=args.seed, max_tokens=args.max_tokens,
-                          loglikelihood=isinstance(backend, LoglikelihoodBackend))
+                          loglikelihood=isinstance(backend, LoglikelihoodBackend), trials=args.trials,
+                          temperature=args.temperature, texts=args.texts)
     tasks = build_tasks(names, options)
     concurrency = args.concurrency if cfg.kind == "openai" else 1  # local models answer one at a time
     results = evaluate(tasks, backend, out, SampleCache(args.cache_dir), concurrency, args.resamples, args.seed,
@@ -131,10 +132,17 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="YAML file with one LLM config block instead of --model")
     parser.add_argument("--model-name", help="model name to send an endpoint (default: the first of its /models)")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    parser.add_argument("--tasks", default="mmlu", help="comma-separated: mmlu (0-shot), mmlu_5shot, mmlu_cloze, gsm_symbolic")
+    parser.add_argument("--tasks", default="mmlu", help="comma-separated names of k2core.eval.registry.TASKS: mmlu "
+                        "(0-shot), mmlu_5shot, mmlu_cloze, gsm_symbolic, ifbench, humaneval, lm_loss, bfcl, ...")
     parser.add_argument("--limit", type=int, help="score a seeded subset of this many samples per task (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="subset, generation and bootstrap seed")
     parser.add_argument("--max-tokens", type=int, default=256, help="generation budget per reply")
+    parser.add_argument("--trials", type=int, default=1, help="trials per task (τ² pass^k) or replies per problem "
+                        "(humaneval pass@k, with --temperature > 0)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature for humaneval's "
+                        "--trials replies (default greedy)")
+    parser.add_argument("--texts", help="lm_loss: held-out text (.txt, .jsonl or .parquet with a text column); "
+                        "default: an offline stdlib-docstring text")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight against an endpoint")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--out", help="output folder (default: reports/eval/<model>-<timestamp>)")

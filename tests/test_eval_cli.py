@@ -90,6 +90,18 @@ def test_k2_eval_names_bad_input_in_one_line(tmp_path):
         "or an http(s):// endpoint)"]
 
 
+def test_k2_eval_passes_texts_trials_and_temperature_to_the_tasks(checkpoint, tmp_path):
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("The weather in Paris is 3 degrees.\n\nThe user asks about tools.\n", encoding="utf-8")
+    lm = _k2_eval("--model", str(checkpoint), "--tasks", "lm_loss", "--texts", str(held_out), "--out",
+                  str(tmp_path / "lm"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu")
+    assert lm.returncode == 0, lm.stderr
+    summary = json.loads((tmp_path / "lm" / "summary.json").read_text())
+    assert summary["tasks"]["lm_loss"]["n"] == 2 and summary["tasks"]["lm_loss"]["metrics"]["bits_per_byte"]["value"] > 0
+    greedy_trials = _k2_eval("--model", str(checkpoint), "--tasks", "humaneval", "--trials", "3", "--device", "cpu")
+    assert greedy_trials.returncode == 2 and "need a temperature > 0" in greedy_trials.stderr
+
+
 def _args(model, **extra):
     return argparse.Namespace(model=model, config=None, model_name=extra.get("model_name"),
                               api_key_env="OPENAI_API_KEY", device="cpu", dtype="float32")
