@@ -5,7 +5,11 @@
 - A solver turns a sample and a backend into an `Output` (`GenerateSolver`: one greedy, seeded chat completion;
   `LoglikelihoodSolver`: the log-probability of each choice, for backends that hold the model). Its `settings` are
   part of the cache key.
-- A scorer turns (sample, output) into a `Score` (value, parsed answer, reason, group).
+- A scorer turns (sample, output) into a `Score` (value, named per-sample values, parsed answer, reason, group).
+  The task's metrics (`k2core.eval.stats`) summarise a column (the value or a named value), a ratio of two
+  (instruction-level accuracy = followed / given; bits / bytes), or the whole table (group names: BFCL's groups).
+  `Task.refusal` scores a sample the backend refused (default 0; a task whose metrics read groups or named values
+  supplies its own, so a refusal still counts where it belongs).
 - `run_task` answers every sample (a bounded thread pool against endpoints, one at a time for local models, which
   serialise on their lock anyway), caching each output as it arrives (`SampleCache`: a rerun after a crash asks the
   model only for what is missing), writes one JSONL line per sample (id, prompt, response, answer, target, score,
@@ -20,7 +24,9 @@ Adding a task (e.g. a checker module with `load() -> list[record]` and `check(re
         return Task("my_task", subset(samples, options.limit, options.seed),
                     GenerateSolver(options.max_tokens, seed=options.seed), checker_scorer(check))
 
-then register it in `k2core.eval.registry.TASKS`. A scorer that needs tool calls reads `output.message`.
+then register it in `k2core.eval.registry.TASKS` (a `LazyTask`: module and factory name). A scorer that needs tool
+calls reads `output.message`; one that reports several figures per sample returns `Score(values={...})` and lists a
+`Metric` per figure (see `ifeval_task`, `humaneval_task`, `lm_task`).
 """
 
 from __future__ import annotations
