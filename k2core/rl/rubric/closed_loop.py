@@ -12,7 +12,8 @@ order, for the critic itself: `prompt` is the critic's judging conversation, `ch
 response (with the detectors' prescriptive flags), `rejected` the reply naming the other one. `preference_frame`
 lays them out in the `sft.parquet` shape (example_id, source, messages = prompt + chosen, tools) plus `prompt`,
 `chosen`, `rejected` columns (JSON strings of OpenAI-style messages), so an SFT step trains on `messages` and a
-DPO-style step on the triple. Running that refinement is the trainer's job (the hand-off).
+DPO-style step on the triple: `k2core.rl.rubric.refine.refine_critic` is that step for a k2-checkpoint critic;
+when and on which data to run it is the RL trainer's job (the hand-off).
 """
 
 from __future__ import annotations
