@@ -15,7 +15,7 @@ from k2core.rl.gym.core import (
 from k2core.rl.gym.difficulty import Rated, filter_moderate, moderate, rate
 from k2core.rl.gym.faithfulness import FaithfulnessDomain, JudgeError, LLMJudge, OverlapJudge, default_faithfulness
 from k2core.rl.gym.instruct import InstructionDomain
-from k2core.rl.gym.math import REASONING_GYM_DATASETS, MathDomain, ReasoningGymDomain
+from k2core.rl.gym.stem import REASONING_GYM_DATASETS, MathDomain, ReasoningGymDomain
 
 
 def _register_defaults(config: GymConfig) -> None:
