@@ -57,7 +57,8 @@ class EvaluationRuns:
             run.log_inputs(self._inputs(entry), "evaluation", [model_id] if model_id else [])
             run.log_metrics_for_model(bench_metrics(entry["tasks"]), model_id)
             run.log_dict(entry, RESULT_ARTIFACT)
-        return {"mlflow_run_id": run.run_id, "model_id": model_id, "training_run_id": record.get("mlflow_run_id")}
+        return {"mlflow_run_id": run.run_id, "model_id": model_id, "training_run_id": record.get("mlflow_run_id"),
+                "stage": record.get("stage")}
 
 
 @flow(name="bench")

@@ -48,7 +48,7 @@ def model_reports(results: dict[str, Any], tracker: MlflowTracker | None) -> lis
         if tracker is not None:
             if entry.get("model_id"):
                 report.lineage["LoggedModel"] = f"models:/{entry['model_id']}"
-                version = _registered_version(tracker.client, name, entry["model_id"])
+                version = _registered_version(tracker.client, entry.get("stage") or name, entry["model_id"])
                 if version:
                     report.lineage["registered"] = f"models:/{version}"
             if entry.get("mlflow_run_id"):
