@@ -133,6 +133,9 @@ def test_mlflow_has_a_tagged_run_per_stage_and_registered_checkpoints(reproduced
     assert {i.dataset.name for i in by_stage["sft"].inputs.dataset_inputs} == {
         "checkpoints/pretrain", "data/validated/sft.parquet", "artifacts/tokenizer"}
     assert [m.model_id for m in by_stage["sft"].inputs.model_inputs] == [models["pretrain"]["model_id"]]
+    bench_run = by_stage["bench"].info.run_id
+    assert [a.path for a in client.list_artifacts(bench_run, "reports")] == ["reports/bench.html"]
+    assert not any("/" in key for key in client.get_run(bench_run).data.metrics)  # scores live on the child runs
 
 
 def test_k2_run_ends_with_the_table_the_best_checkpoint_and_the_ui_commands(reproduced):
