@@ -43,6 +43,7 @@ def test_extracts_code_from_the_reply_shapes_models_write(problems) -> None:
         "usage block first, function second": f"```python\nprint(truncate_number(3.5))\n```\n```python\n{full}```",
         "bare whole function with prose around": f"The answer is:\n{full}\nThis works because % 1.0 drops the integer.",
         "whole function with a __main__ block": f"```python\n{full}\nif __name__ == '__main__':\n    print(input())\n```",
+        "cut at max_tokens inside a later example": f"```python\n{full}\n\ndef example():\n    print(trunc",
         "bare indented body (a completion)": body,
         "body at column 0": "return number % 1.0\n",
         "indented fenced function": "```python\n" + "\n".join("    " + line for line in full.splitlines()) + "\n```",

@@ -5,7 +5,8 @@
 - **Extraction** (`extract_completion`): the fenced block that defines the entry point (else the first Python
   block; an unterminated block, as a reply cut at max_tokens leaves it, counts), or the bare reply when there is no
   fence. A whole function (it defines the entry point) is appended after the prompt, whose own definition it
-  replaces; prose around an unfenced function and a `__main__` block are cut off. Anything else is a body: it is
+  replaces; prose around an unfenced function, a `__main__` block and whatever stops parsing (a reply cut at
+  max_tokens inside a later helper or example) are cut off. Anything else is a body: it is
   indented under the prompt's signature when it starts at column 0.
 - **Scoring** (`k2core.eval.humaneval.score_completion`): in the sandbox, passed only when the tests run to the end.
 - **pass@k.** With `TaskOptions.trials` = n > 1 (and a temperature > 0) each problem draws n replies, seeded apart;
@@ -58,7 +59,8 @@ def _code(reply: str, entry_point: str) -> tuple[str, bool]:
 
 
 def _parsing_prefix(code: str) -> str:
-    """The longest run of leading lines that parses (cuts prose after an unfenced function); all of it if none does."""
+    """The longest run of leading lines that parses (cuts prose after an unfenced function, or a reply cut off in
+    the middle of a later definition); all of it if none does."""
     lines = code.splitlines()
     for end in range(len(lines), 0, -1):
         candidate = "\n".join(lines[:end])
@@ -77,7 +79,8 @@ def extract_completion(reply: str, problem: HumanEvalProblem) -> str:
         code = textwrap.dedent(code)
         if not fenced:
             start = _CODE_START.search(code)
-            code = _parsing_prefix(code[start.start():] if start else code)
+            code = code[start.start():] if start else code
+        code = _parsing_prefix(code)
         return "\n" + _MAIN_BLOCK.sub("", code).rstrip() + "\n"
     first = next((line for line in code.splitlines() if line.strip()), "")
     if first and not first[0].isspace():
