@@ -80,12 +80,14 @@ def default_out(values: dict[str, Any]) -> Path:
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """task, metric, value, 95% CI, n: one row per metric, values in percent."""
+    """task, metric, value, 95% CI, n: one row per metric, proportions in percent, other quantities (bits per
+    byte) as they are."""
     rows = [("task", "metric", "value", "95% CI", "n")]
     for name, result in results.items():
         for metric, est in result.metrics.items():
-            rows.append((name, metric, f"{100 * est.value:.2f}", f"[{100 * est.ci_low:.2f}, {100 * est.ci_high:.2f}]",
-                         str(result.n)))
+            scale, digits = (1, 4) if metric in result.quantities else (100, 2)
+            low, value, high = (f"{scale * x:.{digits}f}" for x in (est.ci_low, est.value, est.ci_high))
+            rows.append((name, metric, value, f"[{low}, {high}]", str(result.n)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

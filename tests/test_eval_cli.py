@@ -97,7 +97,10 @@ def test_k2_eval_passes_texts_trials_and_temperature_to_the_tasks(checkpoint, tm
                   str(tmp_path / "lm"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu")
     assert lm.returncode == 0, lm.stderr
     summary = json.loads((tmp_path / "lm" / "summary.json").read_text())
-    assert summary["tasks"]["lm_loss"]["n"] == 2 and summary["tasks"]["lm_loss"]["metrics"]["bits_per_byte"]["value"] > 0
+    bpb = summary["tasks"]["lm_loss"]["metrics"]["bits_per_byte"]["value"]
+    assert summary["tasks"]["lm_loss"]["n"] == 2 and bpb > 0
+    row = next(line.split() for line in lm.stdout.splitlines() if line.startswith("lm_loss"))
+    assert row[:3] == ["lm_loss", "bits_per_byte", f"{bpb:.4f}"]  # a quantity, not a percentage
     greedy_trials = _k2_eval("--model", str(checkpoint), "--tasks", "humaneval", "--trials", "3", "--device", "cpu")
     assert greedy_trials.returncode == 2 and "need a temperature > 0" in greedy_trials.stderr
 

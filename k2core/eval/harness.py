@@ -203,6 +203,7 @@ class TaskResult:
     metrics: dict[str, Estimate]
     generated: int  # samples the model was asked for in this run (the rest came from the cache)
     errors: int  # samples the backend refused
+    quantities: tuple[str, ...] = ()  # metrics that are not proportions (shown as they are, not in percent)
 
     def as_dict(self) -> dict[str, Any]:
         return {"n": self.n, "generated": self.generated, "errors": self.errors,
@@ -267,7 +268,8 @@ def run_task(task: Task, backend: ChatBackend, out_dir: str | Path | None = None
     metrics = summarise(task.metrics, [s.value for s in scores], [s.group for s in scores], resamples, seed,
                         [s.values for s in scores])
     generated = sum(not cached for _, cached in outputs)
-    return TaskResult(task.name, len(scores), metrics, generated, sum(o.error is not None for o, _ in outputs))
+    return TaskResult(task.name, len(scores), metrics, generated, sum(o.error is not None for o, _ in outputs),
+                      tuple(m.name for m in task.metrics if not m.proportion))
 
 
 def evaluate(tasks: list[Task], backend: ChatBackend, out_dir: str | Path, cache: SampleCache | None = None,

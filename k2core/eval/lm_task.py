@@ -121,4 +121,4 @@ def lm_task(options: TaskOptions) -> Task:
         raise UserError(f"lm_loss: {options.texts or 'the default text'} holds no text to score")
     samples = [Sample(id=f"lm/{i}", metadata={"text": chunk}) for i, chunk in enumerate(chunks)]
     return Task("lm_loss", subset(samples, options.limit, options.seed), TextLoglikelihoodSolver(), score,
-                [Metric("bits_per_byte", value="bits", per="bytes")])
+                [Metric("bits_per_byte", value="bits", per="bytes", proportion=False)])

@@ -61,6 +61,7 @@ class Metric:
     fn: MetricFn = mean
     value: str = VALUE
     per: str | None = None
+    proportion: bool = True  # a share in [0, 1] (shown in percent); False: a quantity such as bits per byte
 
     def __call__(self, table: Table) -> float:
         result = self.fn(table.columns[self.value], table.groups)
@@ -82,6 +83,7 @@ class TableMetric:
     name: str
     fn: Callable[[Table], float]
     reads: tuple[str, ...] = (VALUE,)
+    proportion: bool = True
 
     def __call__(self, table: Table) -> float:
         return self.fn(table)
