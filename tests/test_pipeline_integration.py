@@ -153,12 +153,17 @@ def test_k2_run_ends_with_the_table_the_best_checkpoint_and_the_ui_commands(repr
 
 
 def test_no_secret_from_the_environment_is_written_anywhere(reproduced):
-    """Every file the run left (MLflow's and Prefect's databases and logs, artifacts, metrics, checkpoints, DVC's
-    state) is searched for the canary values, and so is what the run printed."""
+    """Every file the run wrote or changed (MLflow's and Prefect's databases and logs, artifacts, metrics,
+    checkpoints, DVC's state) is searched for the canary values, and so is what the run printed. Files the copy
+    holds unchanged from its commit (this test's own source among them) are the repository, not the run's."""
     work, output = reproduced
+    git = ["git", "-C", str(work), "ls-files", "-z"]
+    unchanged = set(subprocess.run(git, capture_output=True, text=True, check=True).stdout.split("\0"))
+    unchanged -= set(subprocess.run([*git, "-m"], capture_output=True, text=True, check=True).stdout.split("\0"))
     scanned = 0
     for path in work.rglob("*"):
-        if path.is_file() and ".venv" not in path.relative_to(work).parts:
+        relative = path.relative_to(work)
+        if path.is_file() and not {".venv", ".git"} & set(relative.parts) and str(relative) not in unchanged:
             data = path.read_bytes()
             scanned += 1
             for name, secret in CANARIES.items():
