@@ -13,6 +13,7 @@ from k2core.eval.harness import (GenerateSolver, LoglikelihoodSolver, Output, Sa
 from k2core.eval.sample_cache import SampleCache
 from k2core.eval.stats import ACCURACY, MACRO_ACCURACY, Metric, TableMetric, bootstrap, group_mean, mean, summarise
 from k2core.llm import ChatResponse, RequestError, Usage
+from tests.gold_replier import GoldReplier
 
 
 def test_ci_of_a_constant_is_that_constant():
@@ -170,30 +171,15 @@ def test_output_round_trips_through_the_cache(tmp_path):
     assert cache.get("missing") is None
 
 
-class MathReplier:
-    """Replies to each gsm_symbolic question with `answer(gold)` (gold looked up from the task)."""
-
-    backend_id = "math-replier"
-
-    def __init__(self, task, answer):
-        self.gold = {s.input[-1]["content"]: s.target for s in task.samples}
-        self.answer = answer
-
-    def complete(self, request):
-        text = self.answer(self.gold[request.messages[-1]["content"]])
-        return ChatResponse(message={"role": "assistant", "content": text}, usage=Usage(prompt_tokens=1,
-                                                                                         completion_tokens=1))
-
-
 def test_gsm_symbolic_task_scores_gold_answers_1_and_wrong_ones_0():
     from k2core.eval.harness import TaskOptions
     from k2core.eval.registry import build_tasks
 
     task = build_tasks(["gsm_symbolic"], TaskOptions(limit=10))[0]
     assert len(task.samples) == 10 and len({s.id for s in task.samples}) == 10
-    right = run_task(task, MathReplier(task, lambda g: f"So the total is \\boxed{{{g}}}."), progress=False)
+    right = run_task(task, GoldReplier(task, lambda g: f"So the total is \\boxed{{{g}}}."), progress=False)
     assert right.metrics["accuracy"].value == 1.0
-    wrong = run_task(task, MathReplier(task, lambda g: f"\\boxed{{{float(g) + 1}}}"), progress=False)
+    wrong = run_task(task, GoldReplier(task, lambda g: f"\\boxed{{{float(g) + 1}}}"), progress=False)
     assert wrong.metrics["accuracy"].value == 0.0
 
 

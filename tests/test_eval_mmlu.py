@@ -13,8 +13,9 @@ from k2core.errors import UserError
 from k2core.eval.harness import TaskOptions, run_task
 from k2core.eval.mmlu import LETTERS, load_questions, parse_choice, split_shots
 from k2core.eval.registry import build_tasks
-from k2core.llm import ChatResponse, K2LLMConfig, LocalLLMConfig, Usage, make_backend
+from k2core.llm import K2LLMConfig, LocalLLMConfig, make_backend
 from k2core.llm.loglik import continuation_logprobs, document_prefix
+from tests.gold_replier import GoldReplier
 from tests.tiny_k2 import tiny_checkpoint
 
 N = 400  # seeded subset size for the chance-level checks
@@ -47,21 +48,6 @@ def _task(name="mmlu", limit=N, loglik=False):
     return build_tasks([name], TaskOptions(limit=limit, seed=0, loglikelihood=loglik))[0]
 
 
-class Replier:
-    """A chat backend answering each question with `answer(target letter)` (targets looked up from the task)."""
-
-    backend_id = "replier"
-
-    def __init__(self, task, answer):
-        self.gold = {s.input[-1]["content"]: s.target for s in task.samples}
-        self.answer = answer
-
-    def complete(self, request):
-        text = self.answer(self.gold[request.messages[-1]["content"]])
-        return ChatResponse(message={"role": "assistant", "content": text}, usage=Usage(prompt_tokens=1,
-                                                                                         completion_tokens=1))
-
-
 def _swap(letter):
     return LETTERS[(LETTERS.index(letter) + 1) % 4]
 
@@ -69,18 +55,18 @@ def _swap(letter):
 @pytest.mark.parametrize("name", ["mmlu", "mmlu_5shot"])
 def test_an_oracle_scores_100_and_a_swapped_letter_scores_0(name):
     task = _task(name, limit=200)
-    assert run_task(task, Replier(task, lambda t: f"The answer is ({t})."), progress=False
+    assert run_task(task, GoldReplier(task, lambda t: f"The answer is ({t})."), progress=False
                     ).metrics["accuracy"].value == 1.0
-    assert run_task(task, Replier(task, lambda t: _swap(t)), progress=False).metrics["accuracy"].value == 0.0
+    assert run_task(task, GoldReplier(task, lambda t: _swap(t)), progress=False).metrics["accuracy"].value == 0.0
 
 
 def test_constant_and_random_backends_score_chance():
     task = _task()
     shares = Counter(s.target for s in task.samples)
-    constant = run_task(task, Replier(task, lambda t: "A"), progress=False).metrics["accuracy"]
+    constant = run_task(task, GoldReplier(task, lambda t: "A"), progress=False).metrics["accuracy"]
     assert constant.value == shares["A"] / N  # exactly the share of A among the targets
     rng = random.Random(0)
-    guessed = run_task(task, Replier(task, lambda t: rng.choice(LETTERS)), progress=False).metrics["accuracy"]
+    guessed = run_task(task, GoldReplier(task, lambda t: rng.choice(LETTERS)), progress=False).metrics["accuracy"]
     tolerance = 3 * (0.25 * 0.75 / N) ** 0.5  # 3 binomial standard deviations
     assert abs(guessed.value - 0.25) < tolerance
     assert guessed.ci_low < 0.25 < guessed.ci_high

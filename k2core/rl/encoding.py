@@ -7,8 +7,11 @@ token sequences the SFT model was trained on; the per-segment split also gives t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
+from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from k2core.chat import EOS, IM_END, render_segments
@@ -59,3 +62,16 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
         if candidate is not None:
             return candidate
     raise ValueError("the tokenizer has neither a pad nor an EOS token; train it with k2core's special tokens")
+
+
+def pad_masked_rows(rows: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-pad (token ids, loss mask) rows into (input ids, attention mask, loss mask) tensors."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for r, (ids, mask) in enumerate(rows):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        attention_mask[r, : len(ids)] = 1
+        loss_mask[r, : len(ids)] = torch.tensor(mask)
+    return input_ids, attention_mask, loss_mask

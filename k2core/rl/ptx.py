@@ -10,12 +10,11 @@ import json
 import random
 
 import pandas as pd
-import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from k2core.chat import render_segments
-from k2core.rl.encoding import encode_segments, pad_token_id
+from k2core.rl.encoding import encode_segments, pad_masked_rows, pad_token_id
 
 
 class PTXSampler:
@@ -49,12 +48,4 @@ class PTXSampler:
     def sample(self) -> tuple[Tensor, Tensor, Tensor]:
         """(input_ids, attention_mask, loss_mask), right-padded to the batch's longest row."""
         rows = [self._rows[self._rng.randrange(len(self._rows))] for _ in range(self.batch_size)]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        for r, (ids, mask) in enumerate(rows):
-            input_ids[r, : len(ids)] = torch.tensor(ids)
-            attention_mask[r, : len(ids)] = 1
-            loss_mask[r, : len(ids)] = torch.tensor(mask)
-        return input_ids, attention_mask, loss_mask
+        return pad_masked_rows(rows, self.pad_id)

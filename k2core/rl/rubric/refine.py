@@ -12,7 +12,6 @@ published) is the RL trainer's job.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from k2core.chat import render_segments
-from k2core.rl.encoding import encode_segments, pad_token_id
+from k2core.rl.encoding import encode_segments, pad_masked_rows, pad_token_id
 from k2core.rl.loss import sequence_logprobs
 
 
@@ -40,18 +39,6 @@ def _encode(tokenizer: PreTrainedTokenizerBase, prompt: list[dict], reply: list[
     return ids[-max_len:], mask[-max_len:]
 
 
-def _pad(rows: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    reply = torch.zeros((len(rows), width), dtype=torch.bool)
-    for r, (ids, mask) in enumerate(rows):
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        attention[r, : len(ids)] = 1
-        reply[r, : len(ids)] = torch.tensor(mask)
-    return input_ids, attention, reply
-
-
 def preference_batch(tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame, max_len: int
                      ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
     """(ids, attention, reply mask) of the chosen and of the rejected conversations of the frame's rows."""
@@ -59,7 +46,7 @@ def preference_batch(tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame, ma
     pad_id = pad_token_id(tokenizer)
     chosen = [_encode(tokenizer, p, json.loads(c), max_len) for p, c in zip(prompts, frame["chosen"], strict=True)]
     rejected = [_encode(tokenizer, p, json.loads(r), max_len) for p, r in zip(prompts, frame["rejected"], strict=True)]
-    return _pad(chosen, pad_id), _pad(rejected, pad_id)
+    return pad_masked_rows(chosen, pad_id), pad_masked_rows(rejected, pad_id)
 
 
 def refine_critic(critic: nn.Module, reference: nn.Module, tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame,
