@@ -23,15 +23,15 @@ def ensure_process_group() -> None:
     """
     if dist.is_initialized():
         return
-    if "RANK" not in os.environ or "MASTER_PORT" not in os.environ:
-        os.environ.update(
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(_free_loopback_port()),
-            RANK="0",
-            LOCAL_RANK="0",
-            WORLD_SIZE="1",
-        )
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if "RANK" not in os.environ or "MASTER_PORT" not in os.environ:
+        # One process: an in-process store, no rendezvous port. A port picked free and bound a moment later can be
+        # taken in between (an outgoing connection's ephemeral port, another server), failing with EADDRINUSE.
+        # The variables are still set for DeepSpeed, which reads them (and would otherwise try MPI discovery).
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_loopback_port()), RANK="0",
+                          LOCAL_RANK="0", WORLD_SIZE="1")
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        return
     dist.init_process_group(backend, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
 
 
