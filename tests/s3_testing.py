@@ -39,6 +39,20 @@ ERRORS = {
 }
 
 
+@contextlib.contextmanager
+def moto_with_bucket(bucket: str, retries=None) -> Iterator[tuple[str, int]]:
+    """A moto server with `bucket` created, and the AWS_* credentials and endpoint set for the block."""
+    import pytest
+
+    from k2core.storage.root import root_filesystem
+
+    with pytest.MonkeyPatch.context() as patch, moto_server() as (host, port):
+        for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+            patch.setenv(key, value)
+        root_filesystem(f"s3://{bucket}", retries)[0].mkdir(bucket)
+        yield host, port
+
+
 @dataclass
 class FaultPlan:
     every: int = 0  # 0: no periodic faults

@@ -8,7 +8,7 @@ import pytest
 
 from k2core.storage.publish import PUBLISHED, fetch, publish_path, read_manifest
 from k2core.storage.root import RetryConfig, StorageConfig, StorageError, check_root, root_filesystem, storage_uri
-from tests.s3_testing import CREDENTIALS, FaultPlan, FaultProxy, moto_server
+from tests.s3_testing import CREDENTIALS, FaultPlan, FaultProxy, moto_with_bucket
 
 BUCKET = "k2-publish"
 RETRIES = RetryConfig(max_attempts=4, connect_timeout_s=2, read_timeout_s=10)
@@ -16,11 +16,8 @@ RETRIES = RetryConfig(max_attempts=4, connect_timeout_s=2, read_timeout_s=10)
 
 @pytest.fixture(scope="module")
 def moto():
-    with pytest.MonkeyPatch.context() as patch, moto_server() as (host, port):
-        for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
-            patch.setenv(key, value)
-        root_filesystem(f"s3://{BUCKET}", RETRIES)[0].mkdir(BUCKET)
-        yield host, port
+    with moto_with_bucket(BUCKET, RETRIES) as address:
+        yield address
 
 
 @pytest.fixture

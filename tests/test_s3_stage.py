@@ -13,18 +13,15 @@ from k2core.storage.publish import PUBLISHED, publish_path, read_manifest
 from k2core.storage.root import StorageError, root_filesystem
 from k2core.tracking.mlflow_tracker import PARENT_ENV
 from tests.conftest import REPO
-from tests.s3_testing import CREDENTIALS, FaultPlan, FaultProxy, moto_server
+from tests.s3_testing import FaultPlan, FaultProxy, moto_with_bucket
 
 BUCKET = "k2-stage"
 
 
 @pytest.fixture(scope="module")
 def moto():
-    with pytest.MonkeyPatch.context() as patch, moto_server() as (host, port):
-        for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
-            patch.setenv(key, value)
-        root_filesystem(f"s3://{BUCKET}", None)[0].mkdir(BUCKET)
-        yield host, port
+    with moto_with_bucket(BUCKET, None) as address:
+        yield address
 
 
 def make_project(folder, root: str):
