@@ -28,13 +28,15 @@ class GQAttention(RecordingAttention):
     """Grouped-query attention: ``num_heads`` query heads share ``num_kv_heads`` key/value heads (MQA when 1).
 
     Query head h reads key/value head ``h // (num_heads // num_kv_heads)``. RoPE rotates the whole head dimension,
-    so ``cos``/``sin`` carry ``head_dim // 2`` frequencies. q and k projections have no bias, so scaling their rows
-    scales the logits exactly.
+    so ``cos``/``sin`` carry ``head_dim // 2`` frequencies, over interleaved pairs or (``interleaved_rope=False``)
+    Llama's halves. ``qkv_bias`` / ``o_bias`` add biases (Qwen2: q, k, v); a q bias is scaled with its rows by
+    QK-Clip, so scaling them still scales the logits exactly.
     """
 
     fp32_buffers = ("max_logit",)
 
-    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, qkv_bias: bool = False,
+                 o_bias: bool = False, interleaved_rope: bool = True) -> None:
         super().__init__()
         if num_kv_heads < 1 or num_heads % num_kv_heads:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
@@ -44,10 +46,11 @@ class GQAttention(RecordingAttention):
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.scale = head_dim ** -0.5
-        self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=False)
-        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=False)
+        self.interleaved_rope = interleaved_rope
+        self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=o_bias)
         self.register_buffer("max_logit", torch.full((num_heads,), float("-inf")), persistent=False)
 
     @property
@@ -61,7 +64,7 @@ class GQAttention(RecordingAttention):
         q = self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, cos, sin, self.interleaved_rope), apply_rope(k, cos, sin, self.interleaved_rope)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         expand = self.group_size
@@ -80,9 +83,11 @@ class GQAttention(RecordingAttention):
         return per_head.repeat_interleave(self.head_dim)
 
     def qk_clip_rows(self, gamma: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        """(weight, per-row factor) pairs that scale every logit of head h by gamma[h]: q rows by gamma_h, the
-        shared keys untouched."""
-        return [(self.q_proj.weight, self._head_rows(gamma))]
+        """(weight, per-row factor) pairs that scale every logit of head h by gamma[h]: q rows (and q bias) by
+        gamma_h, the shared keys untouched."""
+        rows = self._head_rows(gamma)
+        bias = self.q_proj.bias
+        return [(self.q_proj.weight, rows)] + ([] if bias is None else [(bias, rows)])
 
 
 class MHAttention(GQAttention):

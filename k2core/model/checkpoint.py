@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -19,8 +19,10 @@ from k2core.storage.fs import staging_dir, swap_in
 from k2core.storage.manifest import verify_manifest, write_manifest
 
 if TYPE_CHECKING:
+    from k2core.model.llama import LlamaFamilyForCausalLM
     from k2core.model.modeling import K2ForCausalLM
 
+Model = TypeVar("Model", bound=torch.nn.Module)
 _FUSED = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
 _PER_EXPERT = re.compile(r"^(.*\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
@@ -60,8 +62,9 @@ def _to_memory_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def save_checkpoint(model: K2ForCausalLM, directory: Path) -> None:
-    """Write config.json and model.safetensors (lm_head omitted when tied, as transformers does)."""
+def save_checkpoint(model: K2ForCausalLM | LlamaFamilyForCausalLM, directory: Path) -> None:
+    """Write config.json and model.safetensors (lm_head omitted when tied, as transformers does); any k2 model whose
+    config has ``to_hf_dict`` and ``tie_word_embeddings``."""
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
@@ -72,7 +75,7 @@ def save_checkpoint(model: K2ForCausalLM, directory: Path) -> None:
     save_file(_to_disk_layout(state), str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 
-def save_hf_folder(model: K2ForCausalLM, tokenizer: Any, directory: Path, stage: str) -> None:
+def save_hf_folder(model: K2ForCausalLM | LlamaFamilyForCausalLM, tokenizer: Any, directory: Path, stage: str) -> None:
     """A stage's HF folder (weights, config, tokenizer files, sha256 manifest last), built in a staging folder and
     swapped in whole: `directory` is always one complete export, never a mix of two or a half-written one."""
     staging = staging_dir(directory)
@@ -95,15 +98,17 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_checkpoint(cls: type[K2ForCausalLM], directory: Path, dtype: torch.dtype | None,
-                    overrides: dict[str, object]) -> K2ForCausalLM:
+def load_checkpoint(cls: type[Model], directory: Path, dtype: torch.dtype | None,
+                    overrides: dict[str, object]) -> Model:
     """Build the model from `directory`; a k2 checkpoint's files are first checked against its sha256 manifest
-    (CheckpointIntegrityError names a bad file), a folder without a manifest (e.g. from transformers) loads as is."""
+    (CheckpointIntegrityError names a bad file), a folder without a manifest (e.g. from transformers) loads as is.
+    The config is read by the class's ``config_class`` (K2Config when it names none)."""
     verify_manifest(directory)
     config_path = directory / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path} not found: is {directory} a checkpoint folder?")
-    config = K2Config.from_hf_dict(json.loads(config_path.read_text()), **overrides)
+    config_class = getattr(cls, "config_class", K2Config)
+    config = config_class.from_hf_dict(json.loads(config_path.read_text()), **overrides)
     model = cls(config)
     state = _to_memory_layout(_read_weights(directory))
     if config.tie_word_embeddings:

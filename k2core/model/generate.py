@@ -1,14 +1,18 @@
-"""Sampling with the MLA latent KV cache: many samples of one prompt, or a left-padded batch of prompts."""
+"""Sampling with a KV cache: many samples of one prompt, or a left-padded batch of prompts.
+
+One decoder serves every k2 model family: K2ForCausalLM (MLA latent cache) and LlamaFamilyForCausalLM (GQA key/value
+cache). A model only has to take k2's forward signature and return, per layer, a tuple of cache tensors whose first
+dimension is the batch (``past_key_values``); the decoder never looks inside them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
-
-from k2core.model.attention import LatentCache
-from k2core.model.modeling import K2ForCausalLM
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
@@ -27,7 +31,7 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
 
 
 @torch.no_grad()
-def _decode(model: K2ForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int,
+def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int,
             max_new_tokens: int, temperature: float, eos: set[int], top_p: float,
             generator: torch.Generator | None, show_progress: bool) -> list[list[int]]:
     """Prefill [P, T] left-padded prompts once, fan each out to ``num_samples`` rows (prompt-major), then decode one
@@ -42,7 +46,7 @@ def _decode(model: K2ForCausalLM, input_ids: torch.Tensor, attention_mask: torch
         def fan_out(t: torch.Tensor) -> torch.Tensor:
             return t.repeat_interleave(num_samples, dim=0)
 
-        cache: list[LatentCache] = [(fan_out(latent), fan_out(k_rope)) for latent, k_rope in out.past_key_values]
+        cache: list[Any] = [tuple(fan_out(t) for t in layer) for layer in out.past_key_values]
         logits = fan_out(out.logits[:, -1])
         attention_mask = fan_out(attention_mask)
         next_pos = fan_out(positions[:, -1:]) + 1
@@ -79,7 +83,7 @@ def _left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device
     return ids.to(device), mask.to(device)
 
 
-def generate(model: K2ForCausalLM, prompt_ids: list[int], num_samples: int, max_new_tokens: int,
+def generate(model: nn.Module, prompt_ids: list[int], num_samples: int, max_new_tokens: int,
              temperature: float, eos_token_ids: Iterable[int], top_p: float = 1.0,
              generator: torch.Generator | None = None, show_progress: bool = False) -> list[list[int]]:
     """``num_samples`` completions of one prompt (token ids, cut after the first EOS, which is kept)."""
@@ -88,7 +92,7 @@ def generate(model: K2ForCausalLM, prompt_ids: list[int], num_samples: int, max_
                    generator, show_progress)
 
 
-def generate_batch(model: K2ForCausalLM, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+def generate_batch(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, temperature: float,
                    eos_token_ids: Iterable[int], top_p: float = 1.0, generator: torch.Generator | None = None,
                    num_samples: int = 1, pad_token_id: int = 0, show_progress: bool = False) -> list[list[int]]:
     """``num_samples`` completions for each of several prompts of different lengths (left padding + attention

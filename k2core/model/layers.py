@@ -34,14 +34,15 @@ def rope_cos_sin(positions: torch.Tensor, rope_dim: int, theta: float, dtype: to
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool = True) -> torch.Tensor:
     """Rotate interleaved pairs (x0, x1), (x2, x3), ... of x [batch, heads, seq, d].
 
     The output lists the rotated even coordinates, then the rotated odd ones (DeepSeek-V3's layout); queries and keys
-    share the permutation, so their dot products equal those of the interleaved rotation.
+    share the permutation, so their dot products equal those of the interleaved rotation. With ``interleaved=False``
+    the pairs are (x_i, x_{i + d/2}) and the output keeps the input layout (Llama's "rotate half").
     """
     cos, sin = cos[:, None], sin[:, None]
-    even, odd = x[..., 0::2], x[..., 1::2]
+    even, odd = (x[..., 0::2], x[..., 1::2]) if interleaved else x.chunk(2, dim=-1)
     return torch.cat([even * cos - odd * sin, odd * cos + even * sin], dim=-1)
 
 
@@ -72,6 +73,27 @@ class AttentionMask:
     def of(cls, allowed: torch.Tensor | AttentionMask) -> AttentionMask:
         """``allowed`` as an AttentionMask (its key padding read off it), or the mask itself."""
         return allowed if isinstance(allowed, AttentionMask) else cls(allowed, key_padding(allowed))
+
+
+def causal_attention_mask(input_ids: torch.Tensor, past_len: int, attention_mask: torch.Tensor | None,
+                          token_mask: torch.Tensor | None) -> AttentionMask:
+    """The AttentionMask of a forward over ``input_ids`` [B, T] after ``past_len`` cached positions: causal, minus
+    padded keys of ``attention_mask`` [B, past + T]; ``token_mask`` (default: the query part of ``attention_mask``)
+    marks real query tokens. Without an attention mask nothing is padded, so the padding is never read back."""
+    batch, seq = input_ids.shape
+    total = past_len + seq
+    device = input_ids.device
+    query_pos = torch.arange(past_len, total, device=device)
+    allowed = (torch.arange(total, device=device)[None, :] <= query_pos[:, None])[None, None]
+    if attention_mask is not None:
+        if attention_mask.shape != (batch, total):
+            raise ValueError(f"attention_mask must be [batch, past + seq] = {(batch, total)}, "
+                             f"got {tuple(attention_mask.shape)}")
+        allowed = allowed & attention_mask.bool()[:, None, None, :]
+    mask = AttentionMask(allowed, None) if attention_mask is None else AttentionMask.of(allowed)
+    if token_mask is None and attention_mask is not None:
+        token_mask = attention_mask[:, past_len:]
+    return mask if token_mask is None else AttentionMask(mask.allowed, mask.keys, token_mask.bool())
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, keys: torch.Tensor | None,

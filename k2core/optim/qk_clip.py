@@ -34,7 +34,7 @@ class ClipsQK(Protocol):
     max_logit: torch.Tensor
 
     def qk_clip_rows(self, gamma: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        """(weight, per-row factor [rows]) pairs; rows of heads with gamma == 1 get factor 1."""
+        """(weight or bias, per-row factor [rows]) pairs; rows of heads with gamma == 1 get factor 1."""
         ...
 
 
@@ -93,7 +93,8 @@ def apply_qk_clip(model: nn.Module, tau: float, on_scale: RowScaleHook | None = 
         for weight, scale in layer.qk_clip_rows(gamma):
             row_scale = scale.to(device=weight.device, dtype=torch.float32)
             rows = (row_scale != 1).nonzero().flatten()
-            weight[rows] = (weight[rows].float() * row_scale[rows, None]).to(weight.dtype)
+            factor = row_scale[rows].view(-1, *(1,) * (weight.dim() - 1))  # a matrix's rows or a bias's entries
+            weight[rows] = (weight[rows].float() * factor).to(weight.dtype)
             if on_scale is not None:
                 on_scale(weight, row_scale)
     _reset(layers)
