@@ -93,8 +93,22 @@ def prefect_server(root: Path, port: int = 4200, ui: bool = False) -> Iterator[s
         os.environ.update({**env, "PREFECT_API_URL": api})
         yield api
     finally:
+        flush_prefect_clients(timeout_s=15)
         os.environ.pop("PREFECT_API_URL", None)
         _stop(process)
+
+
+def flush_prefect_clients(timeout_s: float) -> None:
+    """Send Prefect's queued logs and events while its server still runs. Prefect would otherwise flush them at
+    interpreter exit, against the server this process has just stopped, retrying with backoff (a SIGTERMed
+    `k2 run` lingered for minutes after its servers were gone)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)
 
 
 @contextlib.contextmanager

@@ -97,3 +97,50 @@ def test_a_stage_dies_with_the_process_that_started_it(tmp_path):
     starter = "import subprocess, sys, time; subprocess.Popen(['bash', '-c', sys.argv[1] + ' stage validate']); time.sleep(600)"
     _kill_once_its_prefect_server_runs(subprocess.Popen([sys.executable, "-c", starter, K2], cwd=tmp_path,
                                                         env=_clean_env()))
+
+
+TERMINATED_FLOW = """
+import signal, sys, time
+from pathlib import Path
+from flows.cli import _terminate
+from flows.servers import prefect_server
+
+signal.signal(signal.SIGTERM, _terminate)
+with prefect_server(Path(sys.argv[1])):
+    from prefect import flow, get_run_logger
+
+    @flow
+    def busy() -> None:
+        for i in range(3000):
+            get_run_logger().info("tick %d", i)
+            if i == 3:
+                print("STARTED", flush=True)
+            time.sleep(0.1)
+
+    busy()
+"""
+
+
+def test_sigterm_mid_flow_flushes_prefect_logs_before_the_server_stops(tmp_path):
+    """A SIGTERMed `k2` (its handler, its server context, a real Prefect flow logging to the API) sends the flow's
+    queued logs and its Crashed state while the server still runs, then stops the server: no log is retried
+    against a stopped server (which kept a SIGTERMed `k2 run` alive long after its servers were gone)."""
+    process = subprocess.Popen([sys.executable, "-c", TERMINATED_FLOW, str(tmp_path)], cwd=REPO, env=_clean_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "STARTED" in line:
+                break
+        tree = descendants(process.pid)
+        assert any("prefect server" in " ".join(p.cmdline()) for p in tree), "".join(lines)
+        process.send_signal(signal.SIGTERM)
+        output = "".join(lines) + process.communicate(timeout=120)[0]
+        assert process.returncode == 128 + signal.SIGTERM, output
+        assert "Crashed('Execution was aborted by a termination signal.')" in output, output
+        assert "Error logging to API" not in output, output
+        assert not wait_gone(tree, timeout=40)
+    finally:
+        if process.poll() is None:
+            process.kill()
