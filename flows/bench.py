@@ -57,6 +57,9 @@ class EvaluationRuns:
             run.log_inputs(self._inputs(entry), "evaluation", [model_id] if model_id else [])
             run.log_metrics_for_model(bench_metrics(entry["tasks"]), model_id)
             run.log_dict(entry, RESULT_ARTIFACT)
+            samples = Path(entry.get("samples_dir", ""))
+            if samples.is_dir():
+                run.log_artifact(self.root / samples, "bench/samples")
         return {"mlflow_run_id": run.run_id, "model_id": model_id, "training_run_id": record.get("mlflow_run_id"),
                 "stage": record.get("stage")}
 
@@ -72,7 +75,8 @@ def bench_flow() -> dict:
         if isinstance(parent, MlflowTracker):
             runs = EvaluationRuns(parent, root, stage_datasets(root, "bench", storage.root),
                                   [str(path) for path in checkpoints.values()], mlflow_artifact_root(storage))
-        results = benchmark(checkpoints, layout.TOKENIZER_DIR, layout.VALIDATED_DIR, cfg["bench"], on_result=runs)
+        results = benchmark(checkpoints, layout.TOKENIZER_DIR, layout.VALIDATED_DIR, cfg["bench"], on_result=runs,
+                            samples_dir=layout.BENCH_SAMPLES_DIR, cache_dir=layout.BENCH_CACHE_DIR)
         report = write_report(results, root / layout.REPORT_PATH, parent if runs else None)
         if runs:
             parent.log_artifact(report, "reports")

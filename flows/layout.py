@@ -26,6 +26,8 @@ TOKENIZER_DIR = Path("artifacts/tokenizer")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 REPORT_PATH = Path("reports/bench.html")  # the checkpoint comparison report bench writes
+BENCH_SAMPLES_DIR = Path("reports/bench_samples")  # bench's per-sample logs, one folder per evaluated model
+BENCH_CACHE_DIR = Path(".cache/bench")  # bench's per-sample answer cache (a crashed bench resumes from it)
 
 
 def checkpoint_dir(stage: str) -> Path:

@@ -306,6 +306,12 @@ def stage_closure(project: Project, stage: str) -> Closure:
             module, name = SECTIONS[section].split(":")
             closure.reach_name(module, name)
         closure.run()
+    if closure.reached("k2core.eval.registry", "build_tasks"):  # LazyTask: importlib on each task's module
+        from k2core.eval.registry import TASKS
+
+        for lazy in TASKS.values():
+            closure.reach_name(lazy.module, lazy.factory)
+        closure.run()
     return closure
 
 

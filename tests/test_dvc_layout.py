@@ -39,7 +39,7 @@ def test_outputs_and_metrics_follow_the_layout():
         assert outs[1][str(layout.resume_dir(name))] == {"persist": True, "cache": False}
     for name, stage in stages.items():
         assert _paths(stage["metrics"]) == [str(layout.metrics_path(name))]
-    assert stages["bench"]["outs"] == [{str(layout.REPORT_PATH): {"cache": False}}]
+    assert stages["bench"]["outs"] == [{str(layout.REPORT_PATH): {"cache": False}}, str(layout.BENCH_SAMPLES_DIR)]
 
 
 def test_every_dependency_exists_or_is_an_upstream_output():

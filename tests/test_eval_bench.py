@@ -9,6 +9,7 @@ import pytest
 
 from k2core.agentic.tasks import generate_tasks, task_to_row
 from k2core.eval.bench import BenchConfig, bench_metrics, heldout_texts, run_bench, task_result
+from k2core.eval.suite import SuiteConfig
 from k2core.train.data import is_validation
 from tests.test_rl_trainer import TEXTS, build_tokenizer, tiny_model, write_pipeline_inputs
 
@@ -16,7 +17,8 @@ from tests.test_rl_trainer import TEXTS, build_tokenizer, tiny_model, write_pipe
 def bench_config(**overrides: object) -> BenchConfig:
     values = dict(heldout_fraction=0.5, heldout_seed=0, lm_max_docs=8, lm_seq_len=32, lm_batch_size=4,
                   math_max_problems=2, math_max_new_tokens=4, math_batch_size=2, reward_timeout_s=20.0,
-                  tool_max_tasks=1, tool_max_turns=1, tool_max_new_tokens=4, tool_agents={})
+                  tool_max_tasks=1, tool_max_turns=1, tool_max_new_tokens=4, tool_agents={},
+                  harness=SuiteConfig())
     values.update(overrides)
     return BenchConfig(**values)
 
@@ -109,3 +111,46 @@ def test_a_chat_backend_is_benchmarked_as_the_agent_on_the_same_tool_tasks(tmp_p
 def test_bench_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="extra"):
         bench_config(mmlu=True)
+    with pytest.raises(ValueError, match=r"unknown harness task\(s\) \['mmlu_10shot'\]; known: mmlu, "):
+        bench_config(harness={"tasks": {"mmlu_10shot": {"limit": 2}}})
+
+
+def test_every_checkpoint_and_tool_agent_is_scored_on_the_public_benchmarks(tmp_path: Path) -> None:
+    """The harness tasks of `bench.harness` run on each checkpoint (log-likelihood MMLU, generated IFBench) and on
+    a backend tool agent, with per-sample logs per model; a second bench answers everything from the cache."""
+    data = write_data_dir(tmp_path)
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    for seed, name in enumerate(["sft", "rl"]):
+        tiny_model(len(tokenizer), seed=seed).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(str(tmp_path / name))
+    served = {"served_rl": {"kind": "k2", "path": str(tmp_path / "rl"), "device": "cpu", "dtype": "float32"}}
+    harness = {"seed": 3, "bootstrap_resamples": 50,
+               "tasks": {"mmlu": {"limit": 3}, "ifbench": {"limit": 2, "max_tokens": 4}}}
+    cfg = bench_config(harness=harness, tool_agents=served)
+    ckpts = {"sft": tmp_path / "sft", "rl": tmp_path / "rl"}
+
+    def bench() -> dict:
+        return run_bench(ckpts, tmp_path / "tok", data, cfg, samples_dir=tmp_path / "samples",
+                         cache_dir=tmp_path / "cache")["models"]
+
+    models = bench()
+    assert sorted(models) == ["rl", "served_rl", "sft"]
+    for name, entry in models.items():
+        assert {"mmlu", "ifbench"} <= set(entry["tasks"]), name
+        mmlu, ifbench = entry["tasks"]["mmlu"], entry["tasks"]["ifbench"]
+        fresh = (3, 2) if name != "served_rl" else (0, 0)  # the same weights behind the same backend: cached answers
+        assert (mmlu["n"], ifbench["n"], mmlu["generated"], ifbench["generated"]) == (3, 2, *fresh)
+        low, high = mmlu["metrics"]["accuracy"]["ci95"]
+        assert low <= mmlu["metrics"]["accuracy"]["value"] <= high
+        assert {"prompt_strict", "inst_loose"} <= set(ifbench["metrics"])
+        folder = tmp_path / "samples" / name
+        assert entry["samples_dir"] == str(folder)
+        lines = [json.loads(line) for line in (folder / "mmlu.samples.jsonl").read_text().splitlines()]
+        assert len(lines) == 3 and all(len(line["response"]) == 4 for line in lines)  # one log-prob per letter
+        assert json.loads((folder / "summary.json").read_text())["suite"]["seed"] == 3
+        assert "bench/mmlu/accuracy/ci95_low" in bench_metrics(entry["tasks"])
+    # the served checkpoint is the rl checkpoint behind the same k2 backend: identical answers, so identical scores
+    assert models["served_rl"]["tasks"]["mmlu"]["metrics"] == models["rl"]["tasks"]["mmlu"]["metrics"]
+    again = bench()
+    assert all(entry["tasks"][task]["generated"] == 0 for entry in again.values() for task in ("mmlu", "ifbench"))
+    assert again["sft"]["tasks"]["mmlu"]["metrics"] == models["sft"]["tasks"]["mmlu"]["metrics"]

@@ -19,6 +19,7 @@ import yaml
 
 from flows import layout
 from flows.workspace import clone_workspace
+from k2core.config import load_params
 from tests.conftest import REPO
 from tests.readme import new_user_env, readme_commands, venv_over_this_one
 
@@ -86,6 +87,14 @@ def test_every_stage_wrote_its_outputs(reproduced):
         assert scores["heldout_lm/val_loss"] > 0 and scores["heldout_lm/bits_per_byte"] > 0
         assert 0.0 <= scores["math/accuracy"] <= 1.0
         assert 0.0 <= scores["tool/pass1"] <= 1.0
+    harness = load_params(work / "params.yaml").section("bench").harness
+    for stage in layout.CHECKPOINT_STAGES:  # every public benchmark of the profile, at its subset size
+        tasks, folder = models[stage]["tasks"], work / layout.BENCH_SAMPLES_DIR / stage
+        for name, spec in harness.tasks.items():
+            trials = spec.trials if name.startswith("tau2") else 1
+            assert tasks[name]["n"] == spec.limit * trials and tasks[name]["metrics"], (stage, name)
+            lines = (folder / f"{name}.samples.jsonl").read_text().splitlines()
+            assert len(lines) == tasks[name]["n"] and all(json.loads(line)["id"] for line in lines), (stage, name)
     report = (work / layout.REPORT_PATH).read_text()
     assert all(f">{stage}<" in report for stage in layout.CHECKPOINT_STAGES) and "data:image/png;base64," in report
 
@@ -124,6 +133,11 @@ def test_mlflow_has_a_tagged_run_per_stage_and_registered_checkpoints(reproduced
         assert evaluation.data.tags["mlflow.parentRunId"] == by_stage["bench"].info.run_id
         bench_keys = {k for k in evaluation.data.metrics if k.startswith("bench/")}
         assert "bench/math/accuracy" in bench_keys and bench_keys <= {m.key for m in model.metrics}
+        assert {"bench/mmlu/accuracy", "bench/ifbench/prompt_strict", "bench/humaneval/pass_at_1",
+                "bench/bfcl/accuracy", "bench/tau2_retail/pass_hat_1"} <= bench_keys
+        logged = {a.path for a in client.list_artifacts(evaluation.info.run_id, "bench/samples")}
+        tasks = load_params(work / "params.yaml").section("bench").harness.tasks
+        assert logged == {"bench/samples/summary.json", *(f"bench/samples/{t}.samples.jsonl" for t in tasks)}
     assert len({frozenset(client.get_run(models[s]["mlflow_run_id"]).data.metrics)
                 for s in layout.CHECKPOINT_STAGES}) == 1
     for stage, run in by_stage.items():  # each stage's data inputs carry the hashes dvc.lock recorded

@@ -22,8 +22,10 @@ from transformers import PreTrainedTokenizerFast
 
 from k2core.eval.lm import evaluate_lm
 from k2core.eval.math import evaluate_math
+from k2core.eval.sample_cache import SampleCache
+from k2core.eval.suite import SuiteConfig, run_suite
 from k2core.eval.tool_env import evaluate_agent, evaluate_tool_use, tool_metrics
-from k2core.llm import LLMConfig, make_backend
+from k2core.llm import LLMConfig, make_backend, parse_llm_config
 from k2core.model import K2ForCausalLM
 from k2core.storage import read_parquet, write_json
 from k2core.train.data import is_validation
@@ -50,6 +52,8 @@ class BenchConfig(BaseModel):
         description="named chat backends (a served checkpoint, an external model) also evaluated as the agent on the "
                     "same tool tasks as the checkpoints; only their cache_dir makes a rerun against a live server "
                     "reproducible, since DVC cannot track the server")
+    harness: SuiteConfig = Field(description="the public benchmarks (k2core.eval.registry) every checkpoint and "
+                                             "every tool agent is scored on, each with its subset size")
 
 
 def _join(root: str | Path, name: str) -> str:
@@ -86,8 +90,8 @@ def _tool_task(result: dict[str, Any]) -> Entry:
 def evaluate_checkpoint(
     ckpt_dir: str | Path, tokenizer_dir: str | Path, data_dir: str | Path, cfg: BenchConfig
 ) -> dict[str, Entry]:
-    """The tasks of one HF checkpoint folder: `heldout_lm` (val_loss, bits_per_byte), `math` (accuracy, ...) and
-    `tool` (pass1, ...), each as `task_result`."""
+    """The pipeline's own tasks on one HF checkpoint folder: `heldout_lm` (val_loss, bits_per_byte), `math`
+    (accuracy, ...) and `tool` (pass1, ...), each as `task_result`."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = K2ForCausalLM.from_pretrained(str(ckpt_dir)).to(device)
@@ -116,6 +120,16 @@ def evaluate_tool_agent(llm: LLMConfig, data_dir: str | Path, cfg: BenchConfig) 
                                               max_tokens=cfg.tool_max_new_tokens, max_tasks=cfg.tool_max_tasks))}
 
 
+def evaluate_harness(llm: LLMConfig, cfg: BenchConfig, samples_dir: str | Path, cache: SampleCache | None
+                     ) -> dict[str, Entry]:
+    """The public benchmarks of `cfg.harness` on one model, each task as `TaskResult.as_dict`; per-sample logs and
+    summary.json in `samples_dir`."""
+    if not cfg.harness.tasks:
+        return {}
+    results = run_suite(cfg.harness, make_backend(llm), samples_dir, cache, endpoint=llm.kind == "openai")
+    return {name: result.as_dict() for name, result in results.items()}
+
+
 def bench_metrics(tasks: dict[str, Entry]) -> dict[str, float]:
     """One model's scores as tracking metrics, the same keys for every model: `bench/<task>/<metric>`, and its
     interval as `bench/<task>/<metric>/ci95_low` and `.../ci95_high` where known."""
@@ -139,24 +153,34 @@ def run_bench(
     cfg: BenchConfig,
     on_result: OnResult | None = None,
     out_path: str | Path | None = None,
+    samples_dir: str | Path = "reports/bench_samples",
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate each named checkpoint (e.g. pretrain, sft, rl), and each of `cfg.tool_agents` on the tool task, into
-    `{"models": {name: {"kind": "checkpoint" | "backend", "path" | "backend", "tasks": {...}}}}`.
+    """Evaluate each named checkpoint (e.g. pretrain, sft, rl) on the pipeline's tasks and the harness's public
+    benchmarks, and each of `cfg.tool_agents` on the tool task and the benchmarks, into
+    `{"models": {name: {"kind": "checkpoint" | "backend", "path" | "backend", "tasks": {...},
+    "samples_dir": ...}}}`; each model's per-sample logs go to `<samples_dir>/<name>/`.
 
     `on_result(name, entry)` is called as each model finishes (the bench stage logs it to MLflow there) and what it
-    returns is added to the entry. The result is written to `out_path` as JSON when given.
+    returns is added to the entry. The result is written to `out_path` as JSON when given. `cache_dir` keeps every
+    benchmark answer, so a rerun after a crash generates only what is missing.
     """
     clash = sorted(set(cfg.tool_agents) & set(checkpoints))
     if clash:
         raise ValueError(f"bench.tool_agents {clash} reuse checkpoint names; rename them")
-    jobs: list[tuple[str, Entry, Callable[[], dict[str, Entry]]]] = [
+    cache = SampleCache(cache_dir) if cache_dir is not None else None
+    models_to_run: list[tuple[str, Entry, LLMConfig, Callable[[], dict[str, Entry]]]] = [
         (name, {"kind": "checkpoint", "path": str(ckpt)},
+         parse_llm_config({"kind": "k2", "path": str(ckpt), "device": "auto"}),
          lambda c=ckpt: evaluate_checkpoint(c, tokenizer_dir, data_dir, cfg)) for name, ckpt in checkpoints.items()]
-    jobs += [(name, {"kind": "backend", "backend": llm.kind}, lambda llm=llm: evaluate_tool_agent(llm, data_dir, cfg))
-             for name, llm in cfg.tool_agents.items()]
+    models_to_run += [(name, {"kind": "backend", "backend": llm.kind}, llm,
+                       lambda llm=llm: evaluate_tool_agent(llm, data_dir, cfg))
+                      for name, llm in cfg.tool_agents.items()]
     models: dict[str, Entry] = {}
-    for name, entry, job in tqdm(jobs, desc="bench", unit="model"):
-        entry["tasks"] = job()
+    for name, entry, llm, own_tasks in tqdm(models_to_run, desc="bench", unit="model"):
+        model_samples = Path(samples_dir) / name
+        entry["tasks"] = {**own_tasks(), **evaluate_harness(llm, cfg, model_samples, cache)}
+        entry["samples_dir"] = str(model_samples)
         if on_result is not None:
             entry.update(on_result(name, entry) or {})
         models[name] = entry
