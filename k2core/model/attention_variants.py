@@ -59,7 +59,11 @@ class GQAttention(RecordingAttention):
 
     def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KVCache | None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, KVCache]:
-        """Queries [B, H, T, d], keys and values expanded to [B, H, S, d], and the (unexpanded) updated cache."""
+        """Queries [B, H, T, d], keys and values expanded to [B, H, S, d], and the (unexpanded) updated cache.
+
+        A forward that continues a cache (decoding) gets the groups' keys and values unexpanded, [B, H_kv, S, d]:
+        ``attend`` reads them through SDPA's grouped-query path instead of copying the whole cache H / H_kv times
+        per step (decoding records no S_max, which needs the expanded keys)."""
         batch, seq, _ = x.shape
         q = self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -67,6 +71,7 @@ class GQAttention(RecordingAttention):
         q, k = apply_rope(q, cos, sin, self.interleaved_rope), apply_rope(k, cos, sin, self.interleaved_rope)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            return q, k, v, (k, v)
         expand = self.group_size
         return q, k.repeat_interleave(expand, dim=1), v.repeat_interleave(expand, dim=1), (k, v)
 

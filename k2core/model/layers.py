@@ -104,17 +104,19 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Ten
     and the output cut back (zero columns change nothing); otherwise SDPA would fall back to its math path, which
     materialises the [T, T] logits. Without padding or a cache SDPA applies causality itself (no mask tensor);
     otherwise the mask is an additive bias of the dtype's minimum rather than a boolean mask, so a query that may see
-    no key (left padding) gets a finite, ignored output instead of NaN.
+    no key (left padding) gets a finite, ignored output instead of NaN. Keys and values with fewer heads than the
+    queries (a GQA cache) go through SDPA's ``enable_gqa``.
     """
     width = v.shape[-1]
     if width < q.shape[-1]:
         v = F.pad(v, (0, q.shape[-1] - width))
+    gqa = k.shape[1] != q.shape[1]  # fewer key/value heads than query heads: SDPA reads the groups
     if keys is None and q.shape[2] == k.shape[2]:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
         bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
         bias.masked_fill_(~allowed, torch.finfo(q.dtype).min)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale, enable_gqa=gqa)
     return out[..., :width]
 
 
