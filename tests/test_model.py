@@ -271,3 +271,28 @@ def test_padding_is_routed_but_not_counted_in_the_balancing_load():
         router.expert_load.zero_()
     model(ids, labels=ids).loss.backward()  # no mask: every position counts
     assert all(int(r.expert_load.sum()) == ids.numel() * config.num_experts_per_tok for r in routers)
+
+
+def test_grouped_expert_gemm_equals_the_per_expert_loop(monkeypatch):
+    import k2core.model.moe as moe_module
+
+    torch.manual_seed(0)
+    config = _config(n_routed_experts=8, num_experts_per_tok=2)
+    moe = next(m for m in K2ForCausalLM(config).modules() if isinstance(m, MoE))
+    x = torch.randn(5, config.hidden_size)  # 10 routed rows over 8 experts: some experts get none
+    with torch.no_grad():
+        index, weights = moe.gate(x)
+
+    def run() -> tuple[torch.Tensor, ...]:
+        inputs = x.clone().requires_grad_()
+        moe.experts.zero_grad()
+        out = moe.experts(inputs, index, weights)
+        out.pow(2).sum().backward()
+        return out, inputs.grad, moe.experts.gate_up_proj.grad, moe.experts.down_proj.grad
+
+    grouped = run()
+    monkeypatch.setattr(moe_module, "_grouped_mm_serves", lambda device, dtype: False)
+    looped = run()
+    assert torch.bincount(index.flatten(), minlength=8).min() == 0
+    for a, b in zip(grouped, looped, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -125,8 +125,10 @@ class K2ForCausalLM(nn.Module):
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                   ignore_index=-100)
+            # next-token targets aligned with every position (the last one ignored) rather than a sliced copy of
+            # the logits: the copy and its zero-filled gradient cost as much as the softmax at a small width
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         return CausalLMOutput(logits=logits, loss=loss, past_key_values=caches if use_cache else None)
 
     def save_pretrained(self, directory: str | Path) -> None:

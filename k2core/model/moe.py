@@ -64,13 +64,32 @@ class Experts(nn.Module):
             torch.empty(config.n_routed_experts, config.hidden_size, config.moe_intermediate_size))
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Sort (token, slot) pairs by expert, run one matmul per expert on its contiguous slice, scatter back."""
+        """Sort (token, slot) pairs by expert, run each expert on its contiguous slice (one grouped GEMM for all
+        experts where torch has one for the device and dtype, else one matmul per expert), scatter back."""
         top_k = index.shape[1]
         flat = index.flatten()
         order = flat.argsort(stable=True)
         token = order // top_k
-        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+        counts = torch.bincount(flat, minlength=self.num_experts)
         routed = x[token]
+        dtype = _compute_dtype(x, self.gate_up_proj)
+        if _grouped_mm_serves(x.device, dtype):
+            y = self._grouped(routed.to(dtype), counts, dtype)
+        else:
+            y = self._per_expert(routed, counts.tolist())
+            if y is None:
+                return torch.zeros_like(x)
+        y = y * weights.flatten()[order, None]
+        return torch.zeros_like(x).index_add_(0, token, y.to(x.dtype))
+
+    def _grouped(self, routed: torch.Tensor, counts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Both expert matmuls as grouped GEMMs over the expert-sorted rows (group g = rows of expert g)."""
+        offsets = counts.cumsum(0).to(torch.int32)
+        gate, up = F.grouped_mm(routed, self.gate_up_proj.to(dtype).transpose(1, 2), offs=offsets).chunk(2, dim=-1)
+        return F.grouped_mm(F.silu(gate) * up, self.down_proj.to(dtype).transpose(1, 2), offs=offsets)
+
+    def _per_expert(self, routed: torch.Tensor, counts: list[int]) -> torch.Tensor | None:
+        """One matmul pair per expert on its slice; None when no row was routed."""
         outputs = []
         start = 0
         for expert, count in enumerate(counts):
@@ -80,10 +99,24 @@ class Experts(nn.Module):
             gate, up = F.linear(chunk, self.gate_up_proj[expert]).chunk(2, dim=-1)
             outputs.append(F.linear(F.silu(gate) * up, self.down_proj[expert]))
             start += count
-        if not outputs:
-            return torch.zeros_like(x)
-        y = torch.cat(outputs) * weights.flatten()[order, None]
-        return torch.zeros_like(x).index_add_(0, token, y.to(x.dtype))
+        return torch.cat(outputs) if outputs else None
+
+
+def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The expert matmuls' dtype: autocast's where it is on (grouped GEMMs are not autocast ops), else the
+    weight's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
+def _grouped_mm_serves(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch's grouped GEMM (with autograd) runs here: on CPU in any float dtype, on CUDA in bf16 from
+    compute capability 8.0 (torch's own requirement); otherwise the per-expert loop runs."""
+    if not hasattr(F, "grouped_mm"):
+        return False
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and dtype == torch.bfloat16 and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 class MoE(nn.Module):
