@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from k2core.train.precision import Autocast
+
 
 class LoopConfig(BaseModel):
     """Settings shared by every Muon training loop (pretraining, SFT)."""
@@ -28,6 +30,9 @@ class LoopConfig(BaseModel):
     checkpoint_every: int = Field(ge=1)
     zero_stage: int = Field(ge=0, le=3)
     gradient_clipping: float = Field(ge=0, description="global norm of raw gradients; 0 disables")
+    autocast: Autocast = Field(
+        "auto", description="bf16 autocast of the forward/backward (fp32 master weights): auto = on for CUDA and for "
+        "CPUs with native bf16 (avx512_bf16/amx_bf16), off elsewhere (k2core/train/precision.py)")
     val_fraction: float = Field(gt=0, lt=1, description="share of documents/examples held out for eval loss")
     max_consecutive_skipped_steps: int = Field(
         ge=1, description="steps in a row whose loss or gradient is NaN/inf (each skipped) that stop the stage")

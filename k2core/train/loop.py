@@ -35,6 +35,7 @@ from k2core.train.config import LoopConfig
 from k2core.train.data import TokenBlocks, batch_indices
 from k2core.train.distributed import build_deepspeed_comm_op, ensure_process_group, rank_and_world
 from k2core.train.nonfinite import drop_step_statistics
+from k2core.train.precision import use_bf16
 from k2core.train.zero import bind_zero_partitions, master_weight_hook
 
 CHECKPOINT_DIR = "ds"
@@ -43,13 +44,14 @@ CHECKPOINT_DIR = "ds"
 def deepspeed_config(cfg: LoopConfig, bf16: bool | None = None) -> dict[str, Any]:
     """Engine settings: ZeRO stage from cfg (0, 1 or 2, see LoopConfig), clipping of raw gradients, and bf16 compute.
 
-    ``bf16`` (default: on when CUDA is available) turns on torch autocast to bf16: weights, gradients, their
-    all-reduce and Muon's state stay fp32, so there is no low-precision weight copy that QK-Clip would have to
-    patch and Newton-Schulz gets whole fp32 matrices. DeepSpeed's ``bf16`` section is not used because its
-    optimizer wrapper hands the client optimizer flat fp32 partitions (notes/muonclip.md §3.3).
+    ``bf16`` (default: cfg's ``autocast`` knob, resolved by ``k2core.train.precision.use_bf16``) turns on torch
+    autocast to bf16: weights, gradients, their all-reduce and Muon's state stay fp32, so there is no low-precision
+    weight copy that QK-Clip would have to patch and Newton-Schulz gets whole fp32 matrices. DeepSpeed's ``bf16``
+    section is not used because its optimizer wrapper hands the client optimizer flat fp32 partitions
+    (notes/muonclip.md §3.3).
     """
     if bf16 is None:
-        bf16 = torch.cuda.is_available()
+        bf16 = use_bf16(cfg.autocast)
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation,
