@@ -6,8 +6,9 @@ Both models are built from one config (the tiny preset, vocab 4096 by default) a
 parameter names and shapes are transformers' (``tests/test_model_hf_parity.py``), so its state dict loads as is.
 k2 trains as the trainer runs it: training mode, S_max (per-head max logit) recorded in every attention layer.
 transformers runs with SDPA attention and its ``eager`` and ``grouped_mm`` experts implementations (``batched_mm``
-was 2-3x slower than both on this CPU); the ratio is taken against the faster one. Each shape is timed in fp32 and under CPU bf16
-autocast (fp32 master weights, both models under the same autocast; bf16 only where the CPU has native bf16).
+was 2-3x slower than both on this CPU); the ratio is taken against the faster one. Each shape is timed in fp32 and
+under CPU bf16 autocast (fp32 master weights, both models under the same autocast; bf16 only where the CPU has
+native bf16, unless --force-bf16).
 
 Rounds interleave the contenders; each round times ``--steps`` steps (gradients set to None, forward with labels,
 backward) in wall time at torch.get_num_threads(); the figure is the median round. Fidelity: max |logits| and |loss|
