@@ -143,7 +143,8 @@ def run(shapes: tuple[tuple[int, int], ...] = SHAPES, rounds: int = 7, steps: in
     return {
         "preset": preset, "vocab_size": vocab, "threads": torch.get_num_threads(), "rounds": rounds,
         "steps_per_round": steps, "cpu_bf16": cpu_has_bf16(), "torch": torch.__version__,
-        "machine_unit_s": round(machine_unit_s(), 4), "load_average": [round(v, 2) for v in os.getloadavg()], "skipped": skipped, "shapes": results,
+        "machine_unit_s": round(machine_unit_s(), 4), "load_average": [round(v, 2) for v in os.getloadavg()],
+        "skipped": skipped, "shapes": results,
     }
 
 
