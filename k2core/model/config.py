@@ -21,7 +21,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         routed_scaling_factor=2.827, kv_lora_rank=64, q_lora_rank=64, qk_rope_head_dim=16, v_head_dim=32,
         qk_nope_head_dim=32, n_group=1, topk_group=1, num_experts_per_tok=2, first_k_dense_replace=1,
         norm_topk_prob=True, max_position_embeddings=1024, initializer_range=0.02, rms_norm_eps=1e-6,
-        rope_theta=50000.0, router_bias_update_speed=0.001,
+        rope_theta=50000.0, router_bias_update_speed=0.001, bos_token_id=None, eos_token_id=None,
+        num_nextn_predict_layers=0,
     ),
     # One-GPU size: ~1.0B total / ~0.25B activated parameters, same shape ratios as K2.
     "small": dict(
@@ -30,7 +31,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         n_routed_experts=48, routed_scaling_factor=2.827, kv_lora_rank=256, q_lora_rank=512, qk_rope_head_dim=32,
         v_head_dim=64, qk_nope_head_dim=64, n_group=1, topk_group=1, num_experts_per_tok=4,
         first_k_dense_replace=1, norm_topk_prob=True, max_position_embeddings=4096, initializer_range=0.02,
-        rms_norm_eps=1e-6, rope_theta=50000.0, router_bias_update_speed=0.001,
+        rms_norm_eps=1e-6, rope_theta=50000.0, router_bias_update_speed=0.001, bos_token_id=None,
+        eos_token_id=None, num_nextn_predict_layers=0,
     ),
     # Published Kimi K2 architecture at its 4k pretraining context (YaRN extension not included).
     "kimi-k2": dict(
@@ -50,43 +52,46 @@ class K2Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    moe_intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    n_shared_experts: int
-    n_routed_experts: int
-    routed_scaling_factor: float
-    kv_lora_rank: int
-    q_lora_rank: int | None
-    qk_rope_head_dim: int
-    v_head_dim: int
-    qk_nope_head_dim: int
-    n_group: int
-    topk_group: int
-    num_experts_per_tok: int
-    first_k_dense_replace: int
-    norm_topk_prob: bool
-    max_position_embeddings: int
-    initializer_range: float
-    rms_norm_eps: float
-    rope_theta: float
+    # Defaults are those of transformers' DeepseekV3Config (checked by a test), so a config.json written for
+    # transformers loads as it is; the presets name every architecture field.
+    vocab_size: int = 129280
+    hidden_size: int = 7168
+    intermediate_size: int = 18432
+    moe_intermediate_size: int = 2048
+    num_hidden_layers: int = 61
+    num_attention_heads: int = 128
+    num_key_value_heads: int = 128
+    n_shared_experts: int = 1
+    n_routed_experts: int = 256
+    routed_scaling_factor: float = 2.5
+    kv_lora_rank: int = 512
+    q_lora_rank: int | None = 1536
+    qk_rope_head_dim: int = 64
+    v_head_dim: int = 128
+    qk_nope_head_dim: int = 128
+    n_group: int = 8
+    topk_group: int = 4
+    num_experts_per_tok: int = 8
+    first_k_dense_replace: int = 3
+    norm_topk_prob: bool = True
+    max_position_embeddings: int = 4096
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
     # Architecture constants of K2 (and DeepSeek-V3); kept as fields so config.json round-trips.
     hidden_act: Literal["silu"] = "silu"
     rope_scaling: None = None
     attention_bias: bool = False
     tie_word_embeddings: bool = False
-    bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = None
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 1
     pad_token_id: int | None = None
     # Multi-token-prediction modules that checkpoints may ship after the main layers. Like transformers'
     # DeepseekV3ForCausalLM, the model does not build them; `k2 plan` counts them.
-    num_nextn_predict_layers: int = Field(default=0, ge=0)
-    # Aux-loss-free balancing: bias step per optimizer step (DeepSeek-V3 uses 0.001; K2 does not publish one).
-    router_bias_update_speed: float
+    num_nextn_predict_layers: int = Field(default=1, ge=0)
+    # Aux-loss-free balancing: bias step per optimizer step (DeepSeek-V3's 0.001; K2 does not publish one). Not a
+    # transformers field.
+    router_bias_update_speed: float = 0.001
 
     @model_validator(mode="after")
     def _check_shapes(self) -> K2Config:
@@ -133,7 +138,8 @@ class K2Config(BaseModel):
 
     @classmethod
     def from_hf_dict(cls, data: dict[str, Any], **overrides: Any) -> K2Config:
-        """Read a transformers ``config.json``; fields it lacks (our training knobs) come from ``overrides``."""
+        """Read a transformers ``config.json``: fields it lacks take DeepseekV3Config's defaults (as transformers
+        would read it), ``overrides`` replace any field (our training knobs)."""
         if data.get("model_type") not in (None, "deepseek_v3"):
             raise ValueError(f"expected model_type 'deepseek_v3', got {data.get('model_type')!r}")
         if data.get("rope_interleave", True) is not True:
@@ -149,8 +155,4 @@ class K2Config(BaseModel):
         if fields.get("num_key_value_heads") is None:
             fields["num_key_value_heads"] = fields.get("num_attention_heads")
         fields.update(overrides)
-        missing = sorted(set(cls.model_fields) - set(fields) - {n for n, f in cls.model_fields.items()
-                                                                 if not f.is_required()})
-        if missing:
-            raise ValueError(f"config.json lacks {missing}; pass them as keyword overrides to from_pretrained")
         return cls(**fields)
