@@ -3,8 +3,10 @@ update and torch AdamW, plus Newton-Schulz GFLOP/s against the fp32 matmul rate,
 
     .venv/bin/python benchmarks/optimizer.py [--presets tiny small] [--rounds 7] [--small-experts 4] [--threads 1]
 
-Every contender updates the same matrices from the same gradients. `ours` is the default (fp32 Newton-Schulz and,
-on CPU, the per-matrix path), `ours_batched` forces the shape buckets, `ours_bf16_ns` bf16 Newton-Schulz.
+Every contender updates the same matrices from the same gradients. `ours` is the default (Newton-Schulz dtype picked
+by the hardware probe, shape buckets, Gram iteration for strongly rectangular fp32 matrices), `ours_per_matrix` the
+per-matrix path in torch's op order (`batched=False`), `ours_bf16_ns` bf16 Newton-Schulz. benchmarks/muon_step.py
+times the Muon step alone on fixed tiny and small shapes, with each contender's error against the fp64 update.
 3-D expert stacks are one parameter for ours (batched per stack), one `is_expert_group` parameter for
 DeepSpeed (its batched path) and one 2-D parameter per expert for torch.optim.Muon (which rejects 3-D).
 DeepSpeed's `muon_update` is decorated with torch.compile; it runs eager here (dynamo disabled), since
@@ -119,7 +121,7 @@ def deepspeed_step(params: list[nn.Parameter], state: dict[int, Tensor]) -> None
 
 
 def ns_rates(shapes: list[tuple[int, ...]], rounds: int) -> dict[str, float]:
-    """Achieved GFLOP/s of fp32 NS, per matrix (our CPU path) and batched per shape bucket, vs fp32 matmul rates
+    """Achieved GFLOP/s of fp32 NS, per matrix and batched per shape bucket (standard iteration), vs fp32 matmul rates
     measured alongside: a 1024^2 matmul, and the first NS product (X X^T) on the same stacks."""
     buckets: dict[tuple[int, int], int] = {}
     for shape in shapes:
@@ -155,7 +157,7 @@ def bench_preset(preset: str, args: argparse.Namespace) -> dict[str, object]:
     ds_params, ds_state = make_params(shapes, split_experts=False), {}
     steps = {
         "ours": stepper(False, lambda ps: Muon(ps, lr=LR, weight_decay=WD, momentum=MOMENTUM)),
-        "ours_batched": stepper(False, lambda ps: Muon(ps, lr=LR, weight_decay=WD, batched=True)),
+        "ours_per_matrix": stepper(False, lambda ps: Muon(ps, lr=LR, weight_decay=WD, batched=False)),
         "ours_bf16_ns": stepper(False, lambda ps: Muon(ps, lr=LR, weight_decay=WD, ns_dtype=torch.bfloat16)),
         "deepspeed_muon": lambda: deepspeed_step(ds_params, ds_state),
         "adamw": stepper(False, lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WD, betas=(0.9, 0.95))),

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from k2core.optim import Muon, muon_param_groups, newton_schulz
+from k2core.optim.reference import k2_muon_fp64
 
 LR, WD = 0.02, 0.1
 
@@ -25,26 +26,6 @@ def _run(opt_factory, init: torch.Tensor, grads: list[torch.Tensor]) -> torch.Te
     return p.detach()
 
 
-def _reference_muon_fp64(init: torch.Tensor, grads: list[torch.Tensor], mu: float = 0.95) -> torch.Tensor:
-    """The report's algorithm written plainly: sum momentum, Nesterov, NS5, 0.2*sqrt(max), decoupled wd."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    w = init.double().clone()
-    m = torch.zeros_like(w)
-    for g in grads:
-        g = g.double()
-        m = mu * m + g
-        x = g + mu * m
-        tall = x.shape[0] > x.shape[1]
-        x = x.T if tall else x
-        x = x / x.norm()
-        for _ in range(5):
-            gram = x @ x.T
-            x = a * x + (b * gram + c * gram @ gram) @ x
-        x = x.T if tall else x
-        w = w * (1 - LR * WD) - LR * 0.2 * max(w.shape) ** 0.5 * x
-    return w
-
-
 @pytest.mark.parametrize("shape", [(16, 48), (48, 16)])
 def test_bitwise_parity_with_torch_muon_in_bf16(shape):
     init = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -59,7 +40,7 @@ def test_fp32_path_matches_float64_sum_momentum_reference(shape):
     init = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     grads = _grads(shape, 10, seed=3)
     ours = _run(lambda ps: Muon(ps, lr=LR, weight_decay=WD, ns_dtype=torch.float32), init, grads)
-    ref = _reference_muon_fp64(init, grads)
+    ref = k2_muon_fp64(init, grads, LR, WD)
     assert (ours.double() - ref).abs().max().item() < 1e-5
 
 

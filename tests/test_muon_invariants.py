@@ -1,4 +1,4 @@
-"""Muon's batched shape buckets and device-dependent Newton-Schulz precision against the per-matrix path."""
+"""Muon's batched shape buckets and hardware-picked Newton-Schulz precision against the per-matrix path."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from torch import nn
 
 from k2core.optim import Muon, newton_schulz
 from k2core.optim.muon import default_ns_dtype, newton_schulz_flops
+from k2core.optim.ns_precision import bf16_matmul_is_fast
 
 LR, WD = 0.02, 0.1
 # Wide, tall and square matrices plus expert stacks that share buckets: (16, 48) with (48, 16) and the
@@ -41,21 +42,24 @@ def test_batched_bf16_stays_within_bf16_rounding_of_the_per_matrix_path():
         assert (b - s).abs().max() <= 0.05 * (s - w0).abs().max()
 
 
-def test_newton_schulz_precision_is_chosen_by_device():
-    assert default_ns_dtype(torch.device("cpu")) == torch.float32
-    assert default_ns_dtype(torch.device("cuda")) == torch.bfloat16
+def test_newton_schulz_precision_follows_the_bf16_probe():
+    fast = bf16_matmul_is_fast("cpu")
+    assert default_ns_dtype(torch.device("cpu")) == (torch.bfloat16 if fast else torch.float32)
     g = torch.randn(16, 48, generator=torch.Generator().manual_seed(1))
     assert newton_schulz(g).dtype == torch.float32
     assert newton_schulz(g, dtype=torch.bfloat16).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("batched", [True, False])
-def test_cpu_default_is_exactly_fp32_and_differs_from_bf16(batched):
+def test_cpu_default_is_exactly_the_probed_dtype_and_differs_from_the_other(batched):
+    picked = default_ns_dtype(torch.device("cpu"))
+    other = torch.float32 if picked == torch.bfloat16 else torch.bfloat16
     default, _ = _train(MIXED_SHAPES, steps=2, batched=batched)
-    fp32, _ = _train(MIXED_SHAPES, steps=2, ns_dtype=torch.float32, batched=batched)
-    bf16, _ = _train(MIXED_SHAPES, steps=2, ns_dtype=torch.bfloat16, batched=batched)
-    assert all(torch.equal(d, f) for d, f in zip(default, fp32))
-    assert not all(torch.equal(d, b) for d, b in zip(default, bf16))
+    auto, _ = _train(MIXED_SHAPES, steps=2, ns_dtype="auto", batched=batched)
+    forced, _ = _train(MIXED_SHAPES, steps=2, ns_dtype=picked, batched=batched)
+    unpicked, _ = _train(MIXED_SHAPES, steps=2, ns_dtype=other, batched=batched)
+    assert all(torch.equal(d, a) and torch.equal(d, f) for d, a, f in zip(default, auto, forced))
+    assert not all(torch.equal(d, u) for d, u in zip(default, unpicked))
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -102,10 +106,9 @@ def test_newton_schulz_flops_counts_the_short_side_as_n():
     assert newton_schulz_flops(64, 128) == newton_schulz_flops(128, 64) == 5 * (4 * 64**2 * 128 + 2 * 64**3)
 
 
-def test_cpu_default_is_the_per_matrix_path():
-    from k2core.optim.muon import default_batched
-
-    assert default_batched(torch.device("cpu")) is False and default_batched(torch.device("cuda")) is True
+def test_default_is_the_bucketed_path():
     default, _ = _train(MIXED_SHAPES, steps=2)
+    bucketed, _ = _train(MIXED_SHAPES, steps=2, batched=True)
     per_matrix, _ = _train(MIXED_SHAPES, steps=2, batched=False)
-    assert all(torch.equal(d, p) for d, p in zip(default, per_matrix))
+    assert all(torch.equal(d, b) for d, b in zip(default, bucketed))
+    assert not all(torch.equal(d, p) for d, p in zip(default, per_matrix))

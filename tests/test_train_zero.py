@@ -54,8 +54,11 @@ def test_zero_stage_matches_stage_0_in_one_process(inputs, tmp_path, stage):
     assert min(ref_norms) > 0.5  # the clip was active on every step
     torch.testing.assert_close(torch.tensor(norms), torch.tensor(ref_norms), rtol=1e-5, atol=0)
     weights, ref = _weights(tmp_path / f"stage{stage}"), _weights(tmp_path / "stage0")
+    # 1e-5: the Gram Newton-Schulz of Muon's fp32 default rounds ill-conditioned momenta to ~1e-4 of the update
+    # (k2core/optim/newton_schulz.py), so the reduction-order differences of the gradients grow to ~1e-6 in 4 steps
+    # (~1e-8 with gram=False).
     for name in ref:
-        torch.testing.assert_close(weights[name], ref[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(weights[name], ref[name], rtol=0, atol=1e-5)
 
 
 def _first_muon_update(engine, model) -> dict[str, torch.Tensor]:
@@ -96,7 +99,9 @@ def test_gradient_clipping_acts_on_raw_gradients_not_on_the_orthogonalised_updat
     free, clipped = _ours(0.0), _ours(0.01)
     for name in free:
         assert free[name].norm() > 0, name
-        torch.testing.assert_close(clipped[name], free[name], rtol=1e-4, atol=1e-7)
+        # atol 1e-6: fp32 Gram Newton-Schulz (the default on rectangular matrices) rounds to ~1e-4 of the update on
+        # ill-conditioned momenta, so a 100x smaller input is not bit-for-bit scale invariant (the stock clip: ~100x).
+        torch.testing.assert_close(clipped[name], free[name], rtol=1e-4, atol=1e-6)
     stock_free, stock_clipped = _deepspeed_muon(0.0), _deepspeed_muon(0.01)
     shrink = [float(stock_clipped[n].norm() / stock_free[n].norm()) for n in stock_free]
     assert max(shrink) < 0.01, shrink

@@ -19,17 +19,20 @@ torch's op order lets the bf16 path be bitwise equal to `torch.optim.Muon(adjust
 max(||X||_F, eps), and X carries the (1 - mu) factor, so a matrix whose gradient norm is below about
 eps / (1 - mu) = 2e-6 is not fully normalised (seen only with extreme gradient clipping).
 
-Precision of Newton-Schulz is chosen by device (`default_ns_dtype`): fp32 on CPU (precise enough for
-the 1e-5 reference test; CPUs without native bf16 run bf16 matmuls far slower than fp32) and bf16 on
-accelerators as in the references; `ns_dtype` overrides it.
+Precision of Newton-Schulz is chosen by what the hardware multiplies fast (`default_ns_dtype`, a one-time measured
+probe on CPU, k2core/optim/ns_precision.py): bf16 where bf16 matmuls are >= 1.5x faster than fp32 (accelerators,
+CPUs with AVX512-BF16/AMX), fp32 elsewhere (a CPU without native bf16 runs bf16 GEMMs ~10x slower). `ns_dtype`
+("auto", "bf16", "fp32" or a torch dtype) overrides it.
 
-With `batched=True` (the default off CPU) the matrices of a group are orthogonalised in shape buckets: every 2-D
-matrix and every expert of a 3-D stack with the same (min, max) dims is stacked, wide side last
-(a tall matrix is transposed, which transposes its update exactly), and one batched Newton-Schulz
-call runs per bucket: 3 matmul calls per iteration per bucket instead of per matrix, which matters
-where each call has a launch cost (GPUs); results equal the per-matrix path up to fp32 rounding. On CPU
-the per-matrix path is the default: there stacking costs more than batching saves. `batched=False`
-orthogonalises each parameter on its own in torch's op order: with `ns_dtype=torch.bfloat16` it is
+With `batched=True` (the default) the matrices of a group are orthogonalised in buckets, each matrix seen in its
+wide layout (a tall one transposed, which transposes its update exactly). In fp32/fp64, a matrix whose long side is
+>= 2x its short side n takes the Gram iteration (`gram=True`, k2core/optim/newton_schulz.py): its R_0 = X X^T is
+formed per matrix, every n x n R_0 of the group with the same n is iterated in one batched call, and the update
+Q X_0 is one matmul per matrix: the matrix itself is never normalised, stacked or copied. Other matrices (square,
+nearly square, or bf16) are stacked by (n, m) and run the standard iteration batched. Results equal the per-matrix
+path up to rounding (to ~1e-12 in fp64), and a matrix's result does not depend on which others share its bucket, so
+the ZeRO path (one parameter at a time) matches the single-process step bit for bit.
+`batched=False` orthogonalises each parameter on its own in torch's op order: with `ns_dtype=torch.bfloat16` it is
 bitwise equal to `torch.optim.Muon`.
 
 Under ZeRO-1/2 a Muon group holds one flat 1-D partition instead of its matrices; `bind_partitions` tells the
@@ -40,61 +43,28 @@ gathered from every rank and applies this rank's share (Distributed Muon, k2core
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from k2core.optim.flat_partition import FlatPartition
+from k2core.optim.newton_schulz import (
+    NS_COEFFICIENTS,
+    gram_polynomial,
+    gram_product,
+    newton_schulz,
+    newton_schulz_flops,
+    normalised_grams,
+    uses_gram,
+    wide,
+)
+from k2core.optim.ns_precision import check_ns_dtype, default_ns_dtype, resolve_ns_dtype
 
-NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
+__all__ = ["NS_COEFFICIENTS", "Muon", "default_ns_dtype", "muon_lr_scale", "newton_schulz", "newton_schulz_flops"]
+
 RMS_MATCH_FACTOR = 0.2
-
-
-def newton_schulz(
-    update: Tensor,
-    steps: int = 5,
-    coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
-    eps: float = 1e-7,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Approximately orthogonalise the last two dims of `update` (2-D, or 3-D batched per matrix).
-
-    Returns a tensor in `dtype` with the input's shape, roughly U S' V^T with S' in about [0.7, 1.2].
-    The input is never modified.
-    """
-    if update.ndim not in (2, 3):
-        raise ValueError(f"Newton-Schulz needs a 2-D or 3-D tensor, got shape {tuple(update.shape)}")
-    a, b, c = coefficients
-    x = update.to(dtype)
-    tall = update.size(-2) > update.size(-1)
-    if tall:
-        x = x.mT
-    if x.ndim == 2:
-        x = x / x.norm().clamp(min=eps)
-        for _ in range(steps):
-            gram = x @ x.T
-            poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
-            x = torch.addmm(x, poly, x, beta=a)
-    else:
-        # Contiguous in the wide layout: a transposed (strided) bf16 stack sends bmm to a slow CPU kernel.
-        x = (x / torch.linalg.matrix_norm(x, keepdim=True).clamp(min=eps)).contiguous()
-        # Preallocated outputs: the batched iteration then allocates nothing per step.
-        gram = x.new_empty(x.size(0), x.size(1), x.size(1))
-        poly, spare = torch.empty_like(gram), torch.empty_like(x)
-        for _ in range(steps):
-            torch.bmm(x, x.mT, out=gram)
-            torch.baddbmm(gram, gram, gram, beta=b, alpha=c, out=poly)
-            torch.baddbmm(x, poly, x, beta=a, out=spare)
-            x, spare = spare, x
-    return x.mT if tall else x
-
-
-def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:
-    """Matmul FLOPs of `steps` Newton-Schulz iterations on one matrix: steps * (4 n^2 m + 2 n^3), n <= m."""
-    n, m = min(rows, cols), max(rows, cols)
-    return steps * (4 * n * n * m + 2 * n**3)
 
 
 def muon_lr_scale(shape: torch.Size) -> float:
@@ -102,50 +72,62 @@ def muon_lr_scale(shape: torch.Size) -> float:
     return RMS_MATCH_FACTOR * math.sqrt(max(shape[-2], shape[-1]))
 
 
-def default_ns_dtype(device: torch.device) -> torch.dtype:
-    """fp32 on CPU (bf16 matmuls are slow there without native bf16, and less precise), bf16 on accelerators."""
-    return torch.float32 if device.type == "cpu" else torch.bfloat16
-
-
-def default_batched(device: torch.device) -> bool:
-    """Shape buckets on accelerators (one launch per bucket); per-matrix on CPU, where the bucketed step
-    measured ~17% slower on the tiny model (stacking costs more than batching saves; docs/benchmarks-optimizer.md)."""
-    return device.type != "cpu"
-
-
 def _row_blocks_view(tensor: Tensor, blocks: int) -> Tensor:
-    """Split the rows of each matrix into `blocks` matrices: (.., r, c) -> (-1, r/blocks, c); identity for 1."""
+    """Split the rows of each matrix into `blocks` matrices: (.., r, c) -> (-1, r/blocks, c); identity for 1.
+    Always a view: the bucketed step writes parameter updates through it."""
     if blocks == 1:
         return tensor
-    return tensor.reshape(-1, tensor.size(-2) // blocks, tensor.size(-1))
-
-
-def _as_wide_stack(matrices: Tensor) -> Tensor:
-    """View a 2-D matrix or 3-D stack as (k, n, m) with n <= m (tall matrices transposed)."""
-    stack = matrices if matrices.ndim == 3 else matrices.unsqueeze(0)
-    return stack.mT if stack.size(-2) > stack.size(-1) else stack
-
-
-def _from_wide_stack(ortho: Tensor, like: Tensor) -> Tensor:
-    """Undo `_as_wide_stack` for one parameter's slice of a bucket."""
-    if like.size(-2) > like.size(-1):
-        ortho = ortho.mT
-    return ortho if like.ndim == 3 else ortho.squeeze(0)
+    return tensor.view(-1, tensor.size(-2) // blocks, tensor.size(-1))
 
 
 def _orthogonalised(matrices: Tensor, group: dict[str, Any]) -> Tensor:
-    """Newton-Schulz of one parameter's matrices with its group's settings, in the group's (or device's) dtype."""
-    dtype = group["ns_dtype"] or default_ns_dtype(matrices.device)
+    """Standard Newton-Schulz of one parameter's matrices (2-D or 3-D) in torch's op order, in the group's dtype."""
     return newton_schulz(matrices, steps=group["ns_steps"], coefficients=group["ns_coefficients"], eps=group["eps"],
-                         dtype=dtype)
+                         dtype=resolve_ns_dtype(group["ns_dtype"], matrices.device))
+
+
+def _bucketed_orthogonalised(matrices: Sequence[Tensor], group: dict[str, Any]) -> list[Tensor]:
+    """Newton-Schulz of 2-D matrices of any shapes, bucketed: the Gram iteration batched over every Gram-eligible
+    matrix with the same short side n, the standard one over each (n, m) stack. Each result has its matrix's layout,
+    in the group's NS dtype, and does not depend on its bucket-mates (per-matrix products, batch-invariant batched
+    ones), so the ZeRO path, which buckets one parameter at a time, gets the same bits as the whole-group step."""
+    steps, coefficients, eps = group["ns_steps"], group["ns_coefficients"], group["eps"]
+    gram_buckets: dict[tuple[Any, ...], list[int]] = {}
+    plain_buckets: dict[tuple[Any, ...], list[int]] = {}
+    for i, matrix in enumerate(matrices):
+        dtype = resolve_ns_dtype(group["ns_dtype"], matrix.device)
+        rows, cols = matrix.shape
+        n, m = min(rows, cols), max(rows, cols)
+        if uses_gram(rows, cols, dtype, group["gram"]):
+            gram_buckets.setdefault((n, dtype, matrix.device), []).append(i)
+        else:
+            plain_buckets.setdefault((n, m, dtype, matrix.device), []).append(i)
+    results: list[Tensor] = list(matrices)
+    for (_, dtype, _), members in gram_buckets.items():
+        grams, inv_norm = normalised_grams([matrices[i] for i in members], dtype, eps)
+        q = gram_polynomial(grams, steps, coefficients).mul_(inv_norm)
+        for q_i, i in zip(q, members):
+            results[i] = gram_product(q_i, matrices[i])
+    for (_, _, dtype, _), members in plain_buckets.items():
+        ortho = newton_schulz(torch.stack([wide(matrices[i]) for i in members]), steps=steps,
+                              coefficients=coefficients, eps=eps, dtype=dtype)
+        for o, i in zip(ortho, members):
+            results[i] = o.mT if matrices[i].size(-2) > matrices[i].size(-1) else o
+    return results
+
+
+def _as_matrices(tensor: Tensor) -> list[Tensor]:
+    """A 2-D matrix or the matrices of a 3-D stack, as views."""
+    return list(tensor) if tensor.ndim == 3 else [tensor]
 
 
 class Muon(torch.optim.Optimizer):
     """Muon for hidden matrices plus AdamW for groups flagged `use_muon=False`.
 
-    `ns_dtype=None` picks `default_ns_dtype(param.device)`, `batched=None` picks `default_batched`.
-    `batched=True` runs one Newton-Schulz call per group of same-shape matrices; `batched=False` with
-    `ns_dtype=torch.bfloat16` is bitwise equal to `torch.optim.Muon(adjust_lr_fn="match_rms_adamw")`.
+    `ns_dtype` None or "auto" picks `default_ns_dtype(param.device)`; "bf16"/"fp32" or a dtype force it.
+    `batched=True` (also for None) orthogonalises a group in buckets, with the Gram iteration for strongly rectangular
+    fp32 matrices unless `gram=False`; `batched=False` with `ns_dtype=torch.bfloat16` is bitwise equal to
+    `torch.optim.Muon(adjust_lr_fn="match_rms_adamw")`.
     A group's `row_blocks=k` treats every parameter as k matrices stacked along rows (fused projections
     such as the experts' [gate; up]), each orthogonalised and lr-scaled on its own.
     """
@@ -159,8 +141,9 @@ class Muon(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         ns_steps: int = 5,
         ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
-        ns_dtype: torch.dtype | None = None,
+        ns_dtype: torch.dtype | str | None = None,
         batched: bool | None = None,
+        gram: bool = True,
         eps: float = 1e-7,
         adam_betas: tuple[float, float] = (0.9, 0.95),
         adam_eps: float = 1e-8,
@@ -169,6 +152,7 @@ class Muon(torch.optim.Optimizer):
             raise ValueError(
                 f"need lr >= 0, weight_decay >= 0, 0 <= momentum < 1; got {lr}, {weight_decay}, {momentum}"
             )
+        check_ns_dtype(ns_dtype)
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -178,6 +162,7 @@ class Muon(torch.optim.Optimizer):
             ns_coefficients=tuple(ns_coefficients),
             ns_dtype=ns_dtype,
             batched=batched,
+            gram=gram,
             row_blocks=1,
             eps=eps,
             adam_betas=tuple(adam_betas),
@@ -187,6 +172,7 @@ class Muon(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self._partitions: dict[Tensor, FlatPartition] = {}
         for group in self.param_groups:
+            check_ns_dtype(group["ns_dtype"])
             if group["use_muon"]:
                 for p in group["params"]:
                     if p.ndim not in (2, 3):
@@ -199,6 +185,12 @@ class Muon(torch.optim.Optimizer):
                         raise ValueError(
                             f"row_blocks={group['row_blocks']} does not divide the rows of shape {tuple(p.shape)}"
                         )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Groups saved before the `gram` option existed load with its default."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("gram", True)
 
     def bind_partitions(self, partitions: Mapping[Tensor, FlatPartition]) -> None:
         """Declare flat ZeRO partitions (keyed by the flat parameter that replaced a Muon group's matrices)."""
@@ -238,25 +230,27 @@ class Muon(torch.optim.Optimizer):
             bufs.append(state["momentum_buffer"])
         torch._foreach_lerp_(bufs, grads, 1 - mu)
         directions = torch._foreach_lerp(grads, bufs, mu) if group["nesterov"] else bufs
-        torch._foreach_mul_(params, 1 - lr * wd)
         matrices = [_row_blocks_view(d, group["row_blocks"]) for d in directions]
-        batched = group["batched"] if group["batched"] is not None else default_batched(params[0].device)
-        if not batched:
+        if group["batched"] is False:
+            torch._foreach_mul_(params, 1 - lr * wd)
             for p, mats in zip(params, matrices):
                 p.add_(_orthogonalised(mats, group).reshape(p.shape), alpha=-lr * muon_lr_scale(mats.shape))
             return
-        buckets: dict[tuple[Any, ...], list[int]] = {}
-        for i, mats in enumerate(matrices):
-            rows, cols = mats.shape[-2:]
-            buckets.setdefault((min(rows, cols), max(rows, cols), mats.dtype, mats.device), []).append(i)
-        for (_, wide, _, _), members in buckets.items():
-            stacks = [_as_wide_stack(matrices[i]) for i in members]
-            ortho = _orthogonalised(torch.cat(stacks), group)
-            pieces = ortho.split([s.size(0) for s in stacks])
-            updates = [
-                _from_wide_stack(piece, matrices[i]).reshape(params[i].shape) for i, piece in zip(members, pieces)
-            ]
-            torch._foreach_add_([params[i] for i in members], updates, alpha=-lr * RMS_MATCH_FACTOR * math.sqrt(wide))
+        self._bucketed_update(group, params, matrices)
+
+    def _bucketed_update(self, group: dict[str, Any], params: list[Tensor], matrices: list[Tensor]) -> None:
+        """Orthogonalise every matrix of the group in buckets, then decay and update each parameter in place."""
+        lr = group["lr"]
+        targets, step_sizes, flat = [], [], []
+        for p, mats in zip(params, matrices):
+            views = _as_matrices(_row_blocks_view(p, group["row_blocks"]))
+            targets += views
+            step_sizes += [lr * muon_lr_scale(mats.shape)] * len(views)
+            flat += _as_matrices(mats)
+        ortho = _bucketed_orthogonalised(flat, group)
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        for target, o, step_size in zip(targets, ortho, step_sizes):
+            target.add_(o, alpha=-step_size)
 
     def _muon_flat_partition(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """The Muon update of one ZeRO flat partition: partitioned momentum, whole-matrix Newton-Schulz."""
@@ -278,7 +272,10 @@ class Muon(torch.optim.Optimizer):
         flat.mul_(1 - lr * wd)
         for index, elements, local in partition.local_pieces():
             matrices = _row_blocks_view(partition.whole(direction, index), group["row_blocks"])
-            update = _orthogonalised(matrices, group).reshape(-1)[elements]
+            if group["batched"] is False:
+                update = _orthogonalised(matrices, group).reshape(-1)[elements]
+            else:
+                update = torch.stack(_bucketed_orthogonalised(_as_matrices(matrices), group)).reshape(-1)[elements]
             flat[local].add_(update, alpha=-lr * muon_lr_scale(matrices.shape))
 
     def _adamw_group(self, group: dict[str, Any]) -> None:

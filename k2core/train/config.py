@@ -25,6 +25,9 @@ class LoopConfig(BaseModel):
     final_lr_fraction: float = Field(ge=0, le=1, description="lr at the end of the decay, as a fraction of lr")
     decay_shape: Literal["cosine", "linear"]
     qk_clip_tau: float = Field(gt=0, description="QK-Clip threshold on per-head max logits (K2: 100)")
+    muon_ns_dtype: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Muon's Newton-Schulz precision: auto = bf16 where a probe finds bf16 matmuls fast, "
+        "else fp32 (k2core/optim/ns_precision.py)")
     eval_every: int = Field(ge=1)
     eval_batches: int = Field(ge=1)
     checkpoint_every: int = Field(ge=1)

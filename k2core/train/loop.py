@@ -89,7 +89,8 @@ def build_engine(model: torch.nn.Module, cfg: LoopConfig, with_schedule: bool = 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     ensure_process_group()
     build_deepspeed_comm_op()
-    optimizer = Muon(muon_param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = Muon(muon_param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                     ns_dtype=cfg.muon_ns_dtype)
     scheduler = None
     if with_schedule:
         schedule = wsd_from_fractions(cfg.steps, cfg.warmup_fraction, cfg.decay_fraction, cfg.final_lr_fraction,
