@@ -78,3 +78,10 @@ class CachedBackend:
         if hit is not None:
             return hit.model_copy(update={"cached": True})
         return self.cache.put(key, self.backend_id, self.inner.complete(request))
+
+    def reload_weights(self, path: str | Path) -> str:
+        """The inner backend serves `path` from now on (`k2core.llm.reload`); answers are keyed by its new id."""
+        from k2core.llm.reload import reload_backend
+
+        self.backend_id = reload_backend(self.inner, path)
+        return self.backend_id

@@ -15,9 +15,9 @@ from k2core.llm.base import ChatRequest, ChatResponse, Usage
 from k2core.llm.config import K2LLMConfig
 from k2core.llm.devices import DTYPES, resolve_device
 from k2core.llm.errors import RequestError
-from k2core.llm.fingerprint import model_fingerprint
 from k2core.llm.loglik import continuation_logprobs, document_prefix
 from k2core.llm.messages import assistant_message, strip_special_tokens
+from k2core.llm.reload import SwapsLoadedModel
 from k2core.llm.stops import cut_at_stop, finish_reason
 from k2core.model import K2ForCausalLM, generate, generate_batch
 from k2core.rl.encoding import pad_token_id, prompt_ids, stop_token_ids
@@ -43,17 +43,20 @@ def _load(path: Path, device: torch.device, dtype: torch.dtype) -> _Loaded:
     return _Loaded(path, device, dtype)
 
 
-class K2Backend:
+class K2Backend(SwapsLoadedModel):
     """Renders the conversation with `k2core.chat`, samples with `k2core.model.generate`, parses the turn back.
 
     Malformed tool calls are dropped (the assistant message keeps only well-formed ones, renumbered);
-    a turn cut off by `max_tokens` is returned as far as it got.
+    a turn cut off by `max_tokens` is returned as far as it got. `reload_weights` swaps in another checkpoint.
     """
 
     def __init__(self, cfg: K2LLMConfig) -> None:
         path = Path(cfg.path).resolve()
-        self.loaded = _load(path, resolve_device(cfg.device), DTYPES[cfg.dtype])
-        self.backend_id = f"k2:{path.name}:{model_fingerprint(path)}:{cfg.dtype}"
+        device, dtype = resolve_device(cfg.device), DTYPES[cfg.dtype]
+        self.loaded = _load(path, device, dtype)
+        self._kind, self._dtype_name = "k2", cfg.dtype
+        self._build = lambda folder: _Loaded(folder, device, dtype)
+        self.backend_id = self._name(path)
 
     def prepare(self, request: ChatRequest) -> PreparedK2:
         return prepare_k2(self.loaded.tokenizer, self.loaded.context, request)

@@ -22,9 +22,9 @@ from k2core.llm.base import ChatRequest, ChatResponse, Usage
 from k2core.llm.config import LocalLLMConfig
 from k2core.llm.devices import DTYPES, resolve_device
 from k2core.llm.errors import RequestError
-from k2core.llm.fingerprint import model_fingerprint
 from k2core.llm.loglik import continuation_logprobs
 from k2core.llm.messages import assistant_message
+from k2core.llm.reload import SwapsLoadedModel
 from k2core.llm.stops import cut_at_stop, finish_reason
 from k2core.llm.toolcalls import extract_tool_calls, native_messages, textual_messages
 from k2core.storage.manifest import verify_manifest
@@ -102,13 +102,17 @@ class PreparedLocal:
     budget: int
 
 
-class LocalBackend:
-    """A transformers causal LM with a chat template, answering with text or JSON tool calls."""
+class LocalBackend(SwapsLoadedModel):
+    """A transformers causal LM with a chat template, answering with text or JSON tool calls; `reload_weights`
+    swaps in another model folder or file."""
 
     def __init__(self, cfg: LocalLLMConfig) -> None:
         path = Path(cfg.path).resolve() if cfg.path else default_model_file()
-        self.loaded = _load(path, resolve_device(cfg.device), DTYPES[cfg.dtype])
-        self.backend_id = f"local:{path.name}:{model_fingerprint(path)}:{cfg.dtype}"
+        device, dtype = resolve_device(cfg.device), DTYPES[cfg.dtype]
+        self.loaded = _load(path, device, dtype)
+        self._kind, self._dtype_name = "local", cfg.dtype
+        self._build = lambda folder: _Loaded(folder, device, dtype)
+        self.backend_id = self._name(path)
 
     def _prompt(self, request: ChatRequest) -> list[int]:
         tokenizer = self.loaded.tokenizer

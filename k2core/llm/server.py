@@ -12,6 +12,9 @@ Tool call ids: the client's ids (`call_abc123`, anything) are mapped, per reques
 that answer them. Calls in the reply get fresh `call_...` ids (K2 numbers calls per turn, so its own ids
 repeat across a conversation).
 
+`POST /update_weights_from_disk {"model_path": FOLDER}` (SGLang's route) makes a k2 or local backend serve another
+folder's weights from then on, for RL rollouts from this server (`k2core.llm.reload`, docs/distributed.md).
+
 Concurrent requests to a batching backend (k2 checkpoints, local HF models) go through a `Batcher` and are
 answered in one forward pass. A streamed reply is sent once it is generated, as OpenAI-style chunks (role,
 content pieces, tool-call pieces, finish_reason, optional usage, `[DONE]`): clients see the same events as
@@ -40,6 +43,7 @@ from k2core.chat.format import TOOL_CALL_ID_RE
 from k2core.llm.base import BatchingBackend, ChatBackend, ChatRequest, ChatResponse
 from k2core.llm.batcher import Batcher
 from k2core.llm.errors import BackendError, RequestError
+from k2core.llm.reload import ReloadUnsupported, reload_backend
 
 log = logging.getLogger(__name__)
 
@@ -352,9 +356,31 @@ class _Handler(BaseHTTPRequestHandler):
         model = {"id": self.server.model_name, "object": "model", "created": 0, "owned_by": "k2"}
         self._send(HTTPStatus.OK, {"object": "list", "data": [model]})
 
+    def _update_weights(self, raw: bytes) -> None:
+        """SGLang's `POST /update_weights_from_disk {"model_path": ...}`: serve another folder's weights from now
+        on (`k2core.llm.reload`); answers `{"success", "message", "backend_id"}` once the new weights serve."""
+        try:
+            body = json.loads(raw or b"null")
+        except json.JSONDecodeError as error:
+            return self._send(HTTPStatus.BAD_REQUEST, {"success": False, "message": f"body is not JSON: {error}"})
+        path = body.get("model_path") if isinstance(body, dict) else None
+        if not isinstance(path, str) or not path:
+            return self._send(HTTPStatus.BAD_REQUEST, {"success": False,
+                                                       "message": "send {\"model_path\": \"<model folder>\"}"})
+        try:
+            backend_id = reload_backend(self.server.backend, path)
+        except ReloadUnsupported as error:
+            return self._send(HTTPStatus.NOT_IMPLEMENTED, {"success": False, "message": str(error)})
+        except Exception as error:  # a missing folder, a bad manifest, ...: the old weights keep serving
+            return self._send(HTTPStatus.BAD_REQUEST, {"success": False,
+                                                       "message": f"{path}: {type(error).__name__}: {error}"})
+        self._send(HTTPStatus.OK, {"success": True, "message": f"now serving {path}", "backend_id": backend_id})
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if self.path.rstrip("/") == "/update_weights_from_disk":
+            return self._update_weights(raw)
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._error(HTTPStatus.NOT_FOUND, "not_found", f"no route {self.path}")
         name = self.server.model_name
