@@ -15,6 +15,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 
+def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The tokens nucleus sampling may draw (bool, shape of ``probs``): the smallest prefix by descending probability
+    whose mass reaches top_p (the first token is always kept). RL's log-probs (k2core.rl.loss) use the same rule."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p
+    return torch.zeros_like(keep).scatter_(-1, order, keep)
+
+
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
             ) -> torch.Tensor:
     """Next token per row of logits [B, V]: argmax at temperature 0, else nucleus sampling."""
@@ -22,11 +30,7 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (the first token is always kept)
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+        probs = probs.masked_fill(~nucleus_mask(probs, top_p), 0.0)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
