@@ -16,6 +16,21 @@ if ! command -v bwrap >/dev/null 2>&1 || [ ! -x /usr/bin/python3 ] || [ ! -x /us
   fi
 fi
 
+# Offline pretraining text for the corpus sources linux_docs, python_docs and gcide (k2core/data/debian_text.py).
+CORPUS_PACKAGES=(linux-doc-6.1 python3.11-doc dict-gcide)
+MISSING=()
+for package in "${CORPUS_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || MISSING+=("$package")
+done
+if [ "${#MISSING[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[setup] corpus text packages (apt): ${MISSING[*]}"
+    apt-get update -q && apt-get install -y -q --no-install-recommends "${MISSING[@]}"
+  else
+    echo "[setup] warning: the corpus sources need: sudo apt-get install ${MISSING[*]}" >&2
+  fi
+fi
+
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"k2 needs Python 3.11, found {sys.version}"'

@@ -3,10 +3,10 @@ checkpoints).
 
 - **Text.** `TaskOptions.texts`: a .txt file (documents split on blank lines), a .jsonl file or a .parquet file
   with a `text` column (e.g. a k2 corpus's held-out documents). Without one: the last `DEFAULT_CHARS` characters of
-  the CPython standard library's docstrings (`k2core.data.corpus`, offline everywhere). The pipeline's corpus reads
-  that source from its start, up to `max_chars_per_source` (400,000 of its 1.36 M characters in every profile), so
-  this tail is held out from every profile's pretraining data (a test checks it against params.yaml); it is not held
-  out from models trained on the web, which have likely read Python's documentation.
+  the CPython standard library's docstrings (`k2core.data.corpus`, offline everywhere). No corpus source reads this
+  tail (`stdlib_docstrings` stops before it, `stdlib_code` and `python_docs` leave out its modules), so it is held
+  out from every profile's pretraining data whatever its caps; it is not held out from models trained on the web,
+  which have likely read Python's documentation.
 - **Samples.** Each text is cut on paragraph boundaries into pieces of at most `PIECE_BYTES` UTF-8 bytes (so a
   piece fits any context of 1,024 tokens: every token covers at least one byte), and each piece is scored as its
   own document: `loglikelihood("", [piece])`, i.e. after the backend's document prefix (EOS for k2 checkpoints,
@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-from k2core.data.corpus import chunk_text, read_source
+from k2core.data.corpus import STDLIB_HELDOUT_CHARS, chunk_text, stdlib_docstring_texts
 from k2core.errors import UserError
 from k2core.eval.harness import Output, Sample, Score, Task, TaskOptions, subset
 from k2core.eval.stats import Metric
@@ -34,7 +34,7 @@ from k2core.llm.loglik import LoglikelihoodBackend
 from k2core.storage import read_parquet
 
 DEFAULT_SOURCE = "stdlib_docstrings"
-DEFAULT_CHARS = 200_000
+DEFAULT_CHARS = STDLIB_HELDOUT_CHARS
 PIECE_BYTES = 1000
 
 
@@ -65,15 +65,7 @@ def read_texts(path: str | Path) -> list[str]:
 @cache
 def default_texts() -> tuple[str, ...]:
     """The last DEFAULT_CHARS characters of the stdlib docstrings (whole texts, the first one cut at its start)."""
-    texts = read_source(DEFAULT_SOURCE, 1 << 40)
-    kept: list[str] = []
-    total = 0
-    for text in reversed(texts):
-        kept.append(text[-(DEFAULT_CHARS - total):])
-        total += len(kept[-1])
-        if total >= DEFAULT_CHARS:
-            break
-    return tuple(reversed(kept))
+    return tuple(stdlib_docstring_texts(heldout=True))
 
 
 def pieces(text: str, max_bytes: int = PIECE_BYTES) -> list[str]:
