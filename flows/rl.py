@@ -5,7 +5,7 @@ from prefect import flow
 from flows import layout
 from flows.stage_runner import run_stage
 from flows.training import train_and_publish
-from tasks.training import reinforce
+from tasks.rl import reinforce
 
 INIT = layout.checkpoint_dir("sft")
 MATH = layout.VALIDATED_DIR / "math.parquet"

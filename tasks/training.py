@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from k2core.faults import crash_point
-from k2core.rl import rl
 from k2core.storage import replace_dir, verify_manifest, write_json, write_manifest
 from k2core.tracking.mlflow_tracker import RUN_RECORD, MlflowTracker
 from k2core.train import pretrain, sft
@@ -13,7 +12,6 @@ from tasks import k2_task
 
 pretrain_model = k2_task(pretrain, name="pretrain")
 finetune = k2_task(sft, name="sft")
-reinforce = k2_task(rl, name="rl")
 
 
 @k2_task(name="publish-checkpoint")

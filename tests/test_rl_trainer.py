@@ -1,6 +1,7 @@
 """The RL loop: it learns a trivially learnable task, and `rl()` runs end to end on tiny inputs."""
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from k2core.chat import BOS, EOS, PAD, SPECIAL_TOKENS
 from k2core.model import K2Config, K2ForCausalLM
 from k2core.rl.batch import pack_rollouts
+from k2core.rl.loss import sequence_logprobs
 from k2core.rl.trainer import RLConfig, metric_key, policy_update, rl, sample_responses
 from k2core.tracking import InMemoryTracker
 
@@ -68,7 +70,7 @@ def rl_config(**overrides: object) -> RLConfig:
         inner_steps=2, micro_batch_size=2, lr=0.02, weight_decay=0.0, tau=0.1,
         temperature={"start": 1.0, "end": 0.7, "shape": "linear"}, token_budgets={"math": 6},
         overlong_penalty=-0.5, ptx_coef=0.1, ptx_batch_size=2, ptx_max_len=96, qk_clip_tau=100.0,
-        reward_timeout_s=20.0, checkpoint_every=1,
+        checkpoint_every=1,
     )
     values.update(overrides)
     return RLConfig(**values)
@@ -256,3 +258,144 @@ def test_a_finished_state_reruns_nothing_and_a_foreign_state_is_refused(straight
     (tmp_path / STATE_FILE).write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=f"{STATE_FILE} cannot be read"):
         _run(cfg, paths, tmp_path)
+
+
+def test_the_trainers_logprobs_are_those_the_sampler_drew_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At temperature 0.7 and top_p 0.8 the log-prob the update uses for a sampled response is the sum, over its
+    steps, of the log of the (renormalised) probability torch.multinomial was given for the drawn token."""
+    from k2core.rl import trainer
+
+    model = tiny_model(vocab_size=12, seed=5)
+    temperature, top_p, eos = 0.7, 0.8, [11]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    multinomial = torch.multinomial
+
+    def recording(probs: torch.Tensor, num_samples: int, *args: object, **kwargs: object) -> torch.Tensor:
+        drawn = multinomial(probs, num_samples, *args, **kwargs)
+        seen.append((probs / probs.sum(dim=-1, keepdim=True), drawn.squeeze(-1)))
+        return drawn
+
+    monkeypatch.setattr(torch, "multinomial", recording)
+    prompts = [[1, 2, 3], [4, 5]]
+    responses = sample_responses(model, prompts, 3, 7, temperature, eos, torch.Generator().manual_seed(0), 0, 6,
+                                 top_p=top_p)
+    monkeypatch.undo()
+    rows = [r for group in responses for r in group]
+    sampler_logp = torch.zeros(len(rows), dtype=torch.float64)
+    for step, (probs, drawn) in enumerate(seen):
+        for row, response in enumerate(rows):
+            if step < len(response):
+                assert int(drawn[row]) == response[step]
+                sampler_logp[row] += math.log(float(probs[row, response[step]]))
+    assert any(float((probs > 0).sum(dim=-1).min()) < 12 for probs, _ in seen)  # the nucleus did cut tokens
+
+    calls: list[tuple[float, float]] = []
+    original = trainer.token_logprobs
+
+    def spy(model_, ids, mask, temperature_=1.0, top_p_=1.0, entropy=False):  # noqa: ANN001, ANN202
+        calls.append((temperature_, top_p_))
+        return original(model_, ids, mask, temperature_, top_p_, entropy=entropy)
+
+    monkeypatch.setattr(trainer, "token_logprobs", spy)
+    batch = pack_rollouts(prompts, responses, [[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]], pad_id=0)
+    policy_update(model, batch, tau=0.3, inner_steps=1, lr=0.0, weight_decay=0.0, micro_batch_size=6,
+                  qk_clip_tau=100.0, temperature=temperature, top_p=top_p)
+    assert calls and set(calls) == {(temperature, top_p)}
+    model.train()
+    ours = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask, temperature, top_p)
+    assert torch.allclose(ours.double(), sampler_logp, atol=1e-4)
+    at_one = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask)
+    assert not torch.allclose(at_one.double(), sampler_logp, atol=1e-2)  # temperature 1 is not what was sampled
+
+
+def test_the_update_reports_the_k15_loss_value_entropy_and_kl_by_hand() -> None:
+    """One inner step starts at theta = theta_old (Delta = 0), so the loss is mean((r - rbar)^2) / (2 tau); the
+    entropy is that of pi_old's sampling distribution; after the step the KL estimates are positive (k3 >= 0)."""
+    prompts = [[0, 1], [0, 2, 2]]
+    responses = [[[1, 2, 1], [3]], [[2, 2], [1, 1, 1, 3]]]
+    batch = pack_rollouts(prompts, responses, [[1.0, 0.0], [0.25, 0.75]], pad_id=0)
+    model = tiny_model(vocab_size=4, seed=3)
+    model.train()
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1] / 0.8
+        probs = torch.softmax(logits, dim=-1)
+        entropy = -(probs * probs.log()).sum(dim=-1)
+        mask = batch.response_mask[:, 1:]
+        expected_entropy = float(entropy[mask].mean())
+    metrics = policy_update(model, batch, tau=0.3, inner_steps=1, lr=0.02, weight_decay=0.0, micro_batch_size=4,
+                            qk_clip_tau=100.0, temperature=0.8)
+    assert metrics["rl_loss"] == pytest.approx((0.25 + 0.25 + 0.0625 + 0.0625) / 4 / (2 * 0.3), rel=1e-5)
+    assert metrics["abs_log_ratio"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["entropy"] == pytest.approx(expected_entropy, rel=1e-5)
+    assert metrics["kl_k3"] > 0 and metrics["kl_k1"] != 0.0
+    with torch.no_grad():
+        new = torch.log_softmax(model(input_ids=batch.input_ids,
+                                      attention_mask=batch.attention_mask).logits[:, :-1] / 0.8, dim=-1)
+        old = probs.log()
+        targets = batch.input_ids[:, 1:, None]
+        log_ratio = (new.gather(-1, targets) - old.gather(-1, targets)).squeeze(-1)[mask]
+    assert metrics["kl_k1"] == pytest.approx(float(-log_ratio.mean()), rel=1e-4)
+    assert metrics["kl_k3"] == pytest.approx(float((log_ratio.exp() - 1 - log_ratio).mean()), rel=1e-4)
+
+
+def test_a_kept_optimizer_carries_state_across_updates() -> None:
+    from k2core.rl.trainer import _optimizer
+
+    batch = pack_rollouts([[0, 1]], [[[1, 2, 1], [3]]], [[1.0, 0.0]], pad_id=0)
+    ends = []
+    for keep in (False, True):
+        model = tiny_model(vocab_size=4, seed=2)
+        optimizer = _optimizer(model, 0.01, 0.0) if keep else None
+        for _ in range(2):
+            policy_update(model, batch, tau=0.3, inner_steps=1, lr=0.01, weight_decay=0.0, micro_batch_size=2,
+                          qk_clip_tau=100.0, optimizer=optimizer)
+        ends.append(model.state_dict())
+        if keep:
+            assert optimizer.state  # momentum buffers survive the update
+    assert any(not torch.equal(ends[0][k], ends[1][k]) for k in ends[0])  # momentum from update 1 moved update 2
+
+
+def test_rl_with_a_kept_optimizer_resumes_bitwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from k2core.rl import trainer
+    from k2core.rl.resume import STATE_FILE
+
+    paths = write_pipeline_inputs(tmp_path)
+    cfg = rl_config(iterations=3, reset_optimizer=False, ptx_coef=0.0)
+    straight = _run(cfg, paths, tmp_path / "straight")
+    assert "optimizer" in torch.load(tmp_path / "straight" / STATE_FILE, weights_only=True)
+    _interrupt_at(monkeypatch, trainer, "policy_update", calls=3)
+    with pytest.raises(_Interrupted):
+        _run(cfg, paths, tmp_path / "resumed")
+    monkeypatch.undo()
+    resumed = _run(cfg, paths, tmp_path / "resumed")
+    assert resumed["history"] == straight["history"]
+    expected, got = _weights(straight["hf_dir"]), _weights(resumed["hf_dir"])
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    reset = _run(rl_config(iterations=3, ptx_coef=0.0), paths, tmp_path / "reset")
+    assert any(not torch.equal(expected[n], w) for n, w in _weights(reset["hf_dir"]).items())
+    with pytest.raises(ValueError, match="written with rl.reset_optimizer=False, this run has rl.reset_optimizer=True"):
+        _run(rl_config(iterations=3, ptx_coef=0.0), paths, tmp_path / "resumed")
+
+
+def test_rl_mixes_gym_domains_and_logs_per_domain_and_policy_statistics(tmp_path: Path) -> None:
+    paths = write_pipeline_inputs(tmp_path)
+    tracker = InMemoryTracker()
+    domains = {"math": 1.0, "rg/basic_arithmetic": 1.0, "ifeval": 1.0}
+    cfg = rl_config(iterations=1, prompts_per_iteration=3, domains=domains, top_p=0.9, ptx_coef=0.0,
+                    token_budgets={"math": 6, "rg": 5, "ifeval": 4})
+    result = _run(cfg, paths, tmp_path / "out", tracker)
+    for name in domains:
+        assert len(tracker.metrics[f"rl/reward/{name}"]) == 1
+        assert 0.0 <= tracker.last(f"rl/pass_rate/{name}") <= 1.0
+    for key in ("rl/entropy", "rl/kl_k1", "rl/kl_k3", "rl/response_len", "rl/clip_rate", "rl/temperature",
+                "rl/rollout_tokens_per_s", "rl/train_tokens_per_s"):
+        assert len(tracker.metrics[key]) == 1, key
+    assert tracker.last("rl/entropy") > 0 and tracker.last("rl/kl_k3") >= 0
+    assert tracker.last("rl/rollout_tokens_per_s") > 0 and tracker.last("rl/train_tokens_per_s") > 0
+    final = result["final"]
+    assert "rollout_tokens_per_s" not in final  # wall-clock rates stay out of the reproducible history
+    assert 0 < final["response_len"] <= 6
+    # the overall reward is the mean of the three equal-sized domains' rewards
+    assert final["reward_mean"] == pytest.approx(sum(final[f"reward/{n}"] for n in domains) / 3)
+    with pytest.raises(KeyError, match="no token budget for task type 'code'"):
+        _run(rl_config(domains={"code": 1.0}), paths, tmp_path / "other")

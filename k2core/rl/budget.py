@@ -15,12 +15,14 @@ from collections.abc import Collection, Mapping
 
 
 def budget_for(task_type: str, budgets: Mapping[str, int]) -> int:
-    """The maximum number of response tokens for a task type."""
-    if task_type not in budgets:
-        raise KeyError(
-            f"no token budget for task type {task_type!r}; add it to rl.token_budgets (have {sorted(budgets)})"
-        )
-    return budgets[task_type]
+    """The maximum number of response tokens for a task type: its own entry, else its family's (the part before
+    the first '/', so `rg: 256` covers every reasoning-gym domain `rg/<dataset>`)."""
+    for key in (task_type, task_type.split("/", 1)[0]):
+        if key in budgets:
+            return budgets[key]
+    raise KeyError(
+        f"no token budget for task type {task_type!r}; add it to rl.token_budgets (have {sorted(budgets)})"
+    )
 
 
 def enforce_budget(response: list[int], budget: int, eos_token_ids: Collection[int]) -> tuple[list[int], bool]:

@@ -1,9 +1,10 @@
 """RL's resume state: what an iteration boundary carries forward, saved so a killed run continues bitwise.
 
-At the end of an iteration RL holds no rollout buffer (rollouts are drawn and consumed within the iteration) and no
-optimizer state (k1.5 resets Muon every iteration), so the state is the policy's weights and buffers, every random
-stream that later iterations draw from (prompt choice, sampling generator, PTX batches, torch's global generator),
-the reward-error counts and the metric history (whose length is the iteration counter).
+At the end of an iteration RL holds no rollout buffer (rollouts are drawn and consumed within the iteration), so the
+state is the policy's weights and buffers, the optimizer's state when it is kept across iterations
+(`rl.reset_optimizer: false`; k1.5's default resets Muon every iteration and leaves none), every random stream that
+later iterations draw from (prompt choice, sampling generator, PTX batches, torch's global generator), the
+reward-error counts and the metric history (whose length is the iteration counter).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import torch
 from torch import nn
 
 from k2core.faults import crash_point
+from k2core.rl.mix import GymScorer
 from k2core.rl.ptx import PTXSampler
-from k2core.rl.rewards import RewardScorer
 
 STATE_FILE = "rl_state.pt"
 FORMAT = 1
@@ -33,7 +34,8 @@ class RLProgress:
     rng: random.Random
     generator: torch.Generator
     ptx: PTXSampler | None
-    scorer: RewardScorer
+    scorer: GymScorer
+    optimizer: torch.optim.Optimizer | None = None  # only when it is kept across iterations
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -51,7 +53,7 @@ class RLProgress:
             random_states["ptx"] = self.ptx.get_state()
         if torch.cuda.is_available():
             random_states["cuda"] = torch.cuda.get_rng_state_all()
-        return {
+        state = {
             "format": FORMAT,
             "iteration": self.iteration,
             "model": self.model.state_dict(),
@@ -59,11 +61,19 @@ class RLProgress:
             "reward_errors": dict(self.scorer.errors),
             "history": self.history,
         }
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
         if state.get("format") != FORMAT or state["iteration"] != len(state["history"]):
             raise ValueError(f"{source} is not an RL resume state this code wrote; delete it to start RL over")
+        if ("optimizer" in state) != (self.optimizer is not None):
+            raise ValueError(f"{source} was written with rl.reset_optimizer={'optimizer' not in state}, this run has "
+                             f"rl.reset_optimizer={self.optimizer is None}; delete it to start RL over")
         self.model.load_state_dict(state["model"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         random_states = state["random"]
         self.rng.setstate(random_states["python"])
         torch.set_rng_state(random_states["torch"])

@@ -2,7 +2,7 @@
 
 Registered domains (default GymConfig): `math`, `rg/<dataset>` for reasoning-gym's countdown, puzzle24 (the 24
 game), sudoku, knights_knaves, basic_arithmetic and codeio, `code` (function synthesis with hidden tests run in
-the sandbox), `ifeval` (IFEval/IFBench checkers with the compliance-claim hack-check), `faithfulness` (offline
+the sandbox), `ifeval` (IFEval/IFBench checkers with the compliance-claim hack-check; generated prompts), `faithfulness` (offline
 overlap judge). `score(domain, sample, response) -> (reward, info)`; `make_env(name, samples=None)`.
 """
 

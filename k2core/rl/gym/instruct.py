@@ -1,7 +1,8 @@
 """Instruction following: reward from our IFEval/IFBench checkers, with K2's hack-check on compliance claims.
 
-A sample is one IFEval-format row (`key`, `prompt`, `instruction_id_list`, `kwargs`). The reward is the share of
-its instructions followed under the *strict* check (k2core.eval.ifeval). Hack-check: a response that says it
+A sample is one IFEval-format row (`key`, `prompt`, `instruction_id_list`, `kwargs`), given or generated from a
+seed (`generate`, instruct_gen.py). The reward is the share of its instructions followed under the *strict* check
+(k2core.eval.ifeval). Hack-check: a response that says it
 complied ("Here is my answer in exactly 3 paragraphs", "I have followed all the constraints") where the checker
 says it did not loses `false_claim_penalty`, so claiming compliance is worth less than saying nothing.
 
@@ -22,6 +23,7 @@ from k2core.eval.ifeval import check_response, read_records
 from k2core.rl.gym.config import GymConfig
 from k2core.rl.gym.core import Info, Message, Sample, user_prompt
 from k2core.rl.gym.extract import strip_reasoning
+from k2core.rl.gym.instruct_gen import generate_instructions
 
 _FRAMING = re.compile(
     r"\b(here is|here's|here are|below is|below are|i have|i've|i wrote|i kept|i used|i made|i ensured|"
@@ -77,6 +79,10 @@ class InstructionDomain:
 
     def __init__(self, config: GymConfig) -> None:
         self.penalty = config.false_claim_penalty
+
+    def generate(self, seed: int) -> Sample:
+        """A generated IFEval-format sample (instruct_gen.py): RL never trains on IFEval's or IFBench's prompts."""
+        return generate_instructions(seed)
 
     def prompt(self, sample: Sample) -> list[Message]:
         return user_prompt(self._record(sample).prompt)
