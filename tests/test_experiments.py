@@ -103,8 +103,11 @@ def test_qk_clip_holds_max_logit_near_a_forced_low_tau():
     assert max(vanilla.max_logit) > 2 * tau
     assert sum(vanilla.clipped_fraction) == 0
     assert sum(clipped.clipped_fraction) > 0
-    # The clip uses the step's own S_max on the updated weights, so the next forward may overshoot a little.
-    assert max(clipped.max_logit[-10:]) <= 1.5 * tau
+    # The clip brings S_max to tau on the updated weights; the next forward sees one more update on top, so it may
+    # overshoot tau by about what one step moves the max logit (measured on the unclipped run over the same steps),
+    # while the unclipped run keeps climbing well past it.
+    step_rise = max(b - a for a, b in zip(vanilla.max_logit[-11:], vanilla.max_logit[-10:]))
+    assert max(clipped.max_logit[-10:]) <= tau + 1.1 * step_rise < max(vanilla.max_logit[-10:])
 
 
 def test_write_csv_rejects_ragged_columns(tmp_path):
