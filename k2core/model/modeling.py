@@ -12,7 +12,7 @@ from torch import nn
 
 from k2core.model.attention import LatentCache, MLAttention
 from k2core.model.config import K2Config
-from k2core.model.layers import AttentionMask, RMSNorm, SwiGLU, rope_cos_sin
+from k2core.model.layers import AttentionMask, RMSNorm, SwiGLU, causal_attention_mask, rope_cos_sin
 from k2core.model.moe import Experts, MoE, TopKRouter
 
 
@@ -57,21 +57,8 @@ class K2Model(nn.Module):
                 token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[LatentCache]]:
         batch, seq = input_ids.shape
         past_len = past_key_values[0][0].shape[1] if past_key_values else 0
-        total = past_len + seq
-        device = input_ids.device
-        query_pos = torch.arange(past_len, total, device=device)
-        allowed = (torch.arange(total, device=device)[None, :] <= query_pos[:, None])[None, None]
-        if attention_mask is not None:
-            if attention_mask.shape != (batch, total):
-                raise ValueError(f"attention_mask must be [batch, past + seq] = {(batch, total)}, "
-                                 f"got {tuple(attention_mask.shape)}")
-            allowed = allowed & attention_mask.bool()[:, None, None, :]
-        # without an attention mask nothing is padded: no need to read the padding back from the device
-        mask = AttentionMask(allowed, None) if attention_mask is None else AttentionMask.of(allowed)
-        if token_mask is None and attention_mask is not None:
-            token_mask = attention_mask[:, past_len:]
-        if token_mask is not None:
-            mask = AttentionMask(mask.allowed, mask.keys, token_mask.bool())
+        query_pos = torch.arange(past_len, past_len + seq, device=input_ids.device)
+        mask = causal_attention_mask(input_ids, past_len, attention_mask, token_mask)
         if position_ids is None:
             position_ids = query_pos[None].expand(batch, -1)
         x = self.embed_tokens(input_ids)
